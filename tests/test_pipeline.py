@@ -1,0 +1,150 @@
+"""The pipeline end to end on a tiny synthetic set: stage caching, partial re-runs, and resume after SIGKILL.
+
+The whole file takes about two minutes on 2 CPU cores (one tiny full run, one baseline-only run killed and resumed,
+and the same baseline run uninterrupted to compare against).
+"""
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest
+import torch
+
+from slsr_nb.pipeline import run_pipeline, validate_params, RunLocked, ParamError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_DATA = dict(n_ids=8, n_test_ids=6, n_cams=3, n_distractors=10, n_junk=5, height=64, width=32)
+
+
+def tiny_params(data_root, run_dir, **kw):
+    "Every stage, the smallest sizes that still exercise it."
+    p = dict(dataset='synthetic', data_root=str(data_root), protocol=TINY_DATA, run_dir=str(run_dir),
+             backbone='resnet18', weights=None, height=64, width=32, batch_size=16, epochs=1, k_min=2, k_max=3,
+             gan_size=32, gan_epochs=1, gan_batch_size=16, n_generated=32, smoothing=['slsr'],
+             finetune_epochs=1, rerank=False, seed=0)
+    p.update(kw)
+    return p
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp('data')
+
+
+@pytest.fixture(scope='module')
+def tiny_run(data_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp('runs')/'tiny'
+    t = time.time()
+    r = run_pipeline(tiny_params(data_root, run_dir), log=lambda *a: None)
+    r['seconds'] = time.time() - t
+    return r
+
+
+def test_tiny_run_writes_the_run_folder(tiny_run):
+    rd = Path(tiny_run['run_dir'])
+    m = json.loads((rd/'metrics.json').read_text())
+    assert set(m['results']) == {'baseline', 'slsr'}
+    for res in m['results'].values():
+        assert 0 <= res['rank1'] <= res['rank5'] <= res['rank10'] <= 100 and 0 <= res['mAP'] <= 100
+    assert m['protocol']['protocol'] == 'market-single-query'
+    assert (rd/'params.yaml').is_file() and (rd/'timings.json').is_file()
+    assert (rd/m['cmc_png']).read_bytes()[:4] == b'\x89PNG'
+    stages = {d.name.rsplit('-', 1)[0]: d for d in (rd/'stages').iterdir()}
+    assert all((d/'done.json').is_file() for d in stages.values())
+    assert (stages['clusters']/'assignments.csv').is_file() and (stages['clusters']/'umap_clusters.png').is_file()
+    assert list((stages['gans']).glob('*/last.pt')), 'GAN checkpoints'
+    assert (stages['generate']/'manifest.csv').is_file()
+    assert len(list((stages['generate']).rglob('*.png'))) >= 32
+    assert (stages['finetune-slsr']/'model.pt').is_file()
+
+
+def test_second_run_reuses_every_stage(tiny_run, data_root):
+    t = time.time()
+    r = run_pipeline(tiny_params(data_root, tiny_run['run_dir']), log=lambda *a: None)
+    assert time.time() - t < 10
+    assert r['reused'] == [s for s in r['results']]          # every stage reused
+    assert r['metrics']['results'] == tiny_run['metrics']['results']
+
+
+def test_changed_parameter_reruns_only_downstream(tiny_run, data_root):
+    "The distance feeds the evaluation stages only: every trained model, cluster and image is reused."
+    r = run_pipeline(tiny_params(data_root, tiny_run['run_dir'], metric='cosine', overwrite=True), log=lambda *a: None)
+    assert set(r['reused']) == {'data', 'baseline', 'features', 'clusters', 'gans', 'generate', 'finetune-slsr'}
+    # the earlier evaluation stays on disk (nothing finished is overwritten): two evaluate-slsr folders now
+    assert len(list((Path(tiny_run['run_dir'])/'stages').glob('evaluate-slsr-*'))) == 2
+    r = run_pipeline(tiny_params(data_root, tiny_run['run_dir'], overwrite=True), log=lambda *a: None)
+    assert r['metrics']['results'] == tiny_run['metrics']['results'] and len(r['reused']) == len(r['results'])
+
+
+def test_finished_run_is_not_overwritten(tiny_run, data_root):
+    with pytest.raises(FileExistsError, match='other parameters'):
+        run_pipeline(tiny_params(data_root, tiny_run['run_dir'], seed=1), log=lambda *a: None)
+
+
+def test_bad_parameters_fail_before_any_work(tmp_path):
+    with pytest.raises(ParamError, match="unknown data set 'nope'"):
+        run_pipeline({'dataset': 'nope', 'run_dir': str(tmp_path/'r')})
+    assert not (tmp_path/'r').exists()
+
+
+_KILL_SCRIPT = textwrap.dedent('''
+    import json, sys
+    from slsr_nb.pipeline import run_pipeline
+    r = run_pipeline(json.loads(sys.argv[1]), log=lambda *a: print(*a, flush=True))
+    print('RESULT', json.dumps(r['results']['baseline']), flush=True)
+''')
+
+
+def _run_script(params, **kw):
+    return subprocess.Popen([sys.executable, '-c', _KILL_SCRIPT, json.dumps(params)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, 'MPLBACKEND': 'Agg'}, **kw)
+
+
+def _result(proc):
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return out, json.loads(next(l for l in out.splitlines() if l.startswith('RESULT'))[7:])
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(data_root, tmp_path):
+    "SIGKILL during baseline training (after its first epoch checkpoint); the re-run resumes and ends identically."
+    kw = dict(epochs=2, stages='baseline')
+    killed = tiny_params(data_root, tmp_path/'killed', **kw)
+    proc = _run_script(killed)
+    deadline = time.time() + 300
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = next((tmp_path/'killed'/'stages').glob('baseline-*/last.pt'), None) if (tmp_path/'killed'/'stages').exists() else None
+        if ckpt is not None: break
+        time.sleep(0.2)
+    assert ckpt is not None, 'baseline stage never wrote a checkpoint'
+    os.kill(proc.pid, signal.SIGKILL); proc.wait()
+    bdir = ckpt.parent
+    assert not (bdir/'done.json').exists(), 'killed mid-stage: no done marker'
+    epochs_before = len((bdir/'log.jsonl').read_text().splitlines()) if (bdir/'log.jsonl').exists() else 0
+    assert epochs_before < 2, 'the kill came too late to test resume'
+    out, resumed = _result(_run_script(killed))
+    assert 'resuming unfinished stage' in out and '[data] finished earlier' in out
+    _, fresh = _result(_run_script(tiny_params(data_root, tmp_path/'fresh', **kw)))
+    assert resumed == fresh, (resumed, fresh)
+    losses = lambda d: {e['epoch']: e['loss'] for e in map(json.loads, (d/'log.jsonl').read_text().splitlines())}
+    fresh_dir = next((tmp_path/'fresh'/'stages').glob('baseline-*'))
+    assert len(losses(bdir)) == 2 and losses(bdir) == losses(fresh_dir)   # the same epochs, the same losses
+    a = torch.load(bdir/'model.pt', weights_only=True)
+    b = torch.load(next((tmp_path/'fresh'/'stages').glob('baseline-*/model.pt')), weights_only=True)
+    sa, sb = (x.get('model', x.get('state_dict', x)) if isinstance(x, dict) else x for x in (a, b))
+    for k in sa:
+        if torch.is_tensor(sa[k]): assert torch.equal(sa[k], sb[k]), k
+
+
+def test_second_process_is_locked_out(tmp_path):
+    "Two processes on one run folder: the second is refused while the first holds the lock."
+    from slsr_nb.pipeline import RunFolder
+    code = ('import sys,time; from slsr_nb.pipeline import RunFolder\n'
+            'with RunFolder(sys.argv[1]):\n    print("locked", flush=True); time.sleep(30)\n')
+    p = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == 'locked'
+        with pytest.raises(RunLocked, match='being run by another process'):
+            with RunFolder(tmp_path): pass
+    finally:
+        p.kill(); p.wait()
+    with RunFolder(tmp_path): pass  # free again once the holder is gone
