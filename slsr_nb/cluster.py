@@ -8,7 +8,7 @@ __all__ = ['PAPER_TABLE1', 'check_features', 'silhouette_samples_many', 'silhoue
            'read_feature_set', 'cluster_features', 'umap_embed', 'plot_umap', 'cluster_montage', 'plot_montages',
            'ClusterExplorer']
 
-# %% ../nbs/05_cluster.ipynb #0145bbfe
+# %% ../nbs/05_cluster.ipynb #10ea7dda
 import math, csv, io, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from .core import get_device, atomic_path, atomic_write_json, atomic_write_text
 
-# %% ../nbs/05_cluster.ipynb #b287df49
+# %% ../nbs/05_cluster.ipynb #e1feff01
 def check_features(feats, # (n_images, dim) array or tensor
                    name:str='feats', # how to call it in error messages
                   )->np.ndarray:
@@ -39,7 +39,7 @@ def _check_labels(labels, n:int, name:str='labels')->np.ndarray:
         raise ValueError(f'{name} must be 1-D with one entry per image ({n}); got shape {labels.shape}.')
     return labels
 
-# %% ../nbs/05_cluster.ipynb #7114d928
+# %% ../nbs/05_cluster.ipynb #641b133e
 def _onehot(labelings:list[np.ndarray], n:int)->tuple[np.ndarray, list[tuple[int,int]], list[np.ndarray]]:
     "Stacked one-hot matrix (n, sum of cluster counts), the column span of each labeling, and the encoded labels."
     cols, spans, codes, start = [], [], [], 0
@@ -86,7 +86,7 @@ def _silhouette_from_sums(dsum:np.ndarray, code:np.ndarray)->np.ndarray:
     s[sizes[code] <= 1] = 0.                              # a lone image scores 0 (scikit-learn's convention)
     return np.nan_to_num(s)
 
-# %% ../nbs/05_cluster.ipynb #8ed33199
+# %% ../nbs/05_cluster.ipynb #d1bbef93
 def silhouette_samples_many(
     feats,                       # (n_images, dim) features
     labelings:list,              # one or more label arrays, each of length n_images
@@ -130,7 +130,7 @@ def silhouette(
     "Mean silhouette coefficient of one clustering, Euclidean distance on the full feature space."
     return silhouette_many(feats, [labels], sample_size=sample_size, seed=seed, **kwargs)[0]
 
-# %% ../nbs/05_cluster.ipynb #f88c85d0
+# %% ../nbs/05_cluster.ipynb #3940c4c4
 def _check_k(k, n:int):
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool): raise TypeError(f'k must be an integer; got {k!r}.')
     if k < 2: raise ValueError(f'k={k}: clustering needs at least 2 clusters.')
@@ -163,7 +163,7 @@ def kmeans(
         labels = np.searchsorted(used, labels)
     return labels, float(km.inertia_)
 
-# %% ../nbs/05_cluster.ipynb #8a5c6bac
+# %% ../nbs/05_cluster.ipynb #09701ebd
 @dataclass
 class KChoice:
     "k-means for a range of k, the silhouette of each, and the chosen k."
@@ -212,7 +212,7 @@ def choose_k(
         print(f"silhouette for all k: {times['silhouette']:.1f}s")
     return KChoice(chosen, all_labels[chosen], scores, inertias, all_labels, times, k is not None, sample_size)
 
-# %% ../nbs/05_cluster.ipynb #f32f6a8e
+# %% ../nbs/05_cluster.ipynb #e18b5783
 PAPER_TABLE1 = {2: 0.5175, 3: 0.7003, 4: 0.6849, 5: 0.6176}   # Market-1501, the paper's Table 1 (as fractions)
 
 def silhouette_table(res:KChoice, # a `choose_k` result
@@ -248,7 +248,7 @@ def plot_silhouette(res:KChoice, # a `choose_k` result
     _save_fig(fig, save)
     return fig
 
-# %% ../nbs/05_cluster.ipynb #51a99e9e
+# %% ../nbs/05_cluster.ipynb #59791af0
 def cluster_stats(labels, # cluster of each image, 0..k-1
                   pids,   # identity of each image
                   camids, # camera of each image
@@ -279,7 +279,7 @@ def cluster_stats(labels, # cluster of each image, 0..k-1
             'spanning_identities': spanning, 'n_spanning': len(spanning),
             'mean_clusters_per_identity': float(np.mean(list(n_clusters_of.values())))}
 
-# %% ../nbs/05_cluster.ipynb #ce7b18fa
+# %% ../nbs/05_cluster.ipynb #a5caa0e0
 def save_clusters(out_dir:str|Path, # folder for assignments.csv and clusters.json
                   labels,           # cluster of each image
                   paths, pids, camids, # image path, identity and camera of each image
@@ -320,7 +320,7 @@ def load_clusters(out_dir:str|Path, # a folder written by `save_clusters`
         info[key] = np.array([int(r[col]) for r in rows], dtype=np.int64)
     return info
 
-# %% ../nbs/05_cluster.ipynb #bc331b4b
+# %% ../nbs/05_cluster.ipynb #3b9bf910
 def read_feature_set(src, # dict with feats/pids/camids/paths; a `slsr_nb.features.save_features` folder; .npz or .pt
                     )->dict:
     "Training features and their identities, cameras and paths, from a dict, a features folder or a file."
@@ -362,7 +362,7 @@ def cluster_features(
     info = save_clusters(out_dir, res.labels, f['paths'], f['pids'], f['camids'], res=res, meta=meta, overwrite=overwrite)
     return res, info['stats']
 
-# %% ../nbs/05_cluster.ipynb #cdc18990
+# %% ../nbs/05_cluster.ipynb #3ee04ea2
 def umap_embed(feats,              # (n_images, dim) features
                seed:int=0,         # UMAP random_state (makes it repeatable)
                n_neighbors:int=15, # UMAP neighbourhood size
@@ -419,7 +419,7 @@ def plot_umap(emb:np.ndarray, # (n_images, 2) embedding from `umap_embed`
         figs[name] = fig
     return figs
 
-# %% ../nbs/05_cluster.ipynb #d3a5ccad
+# %% ../nbs/05_cluster.ipynb #ad41c4d6
 def _grid(images:list, ncols:int, size:tuple[int,int], pad:int=2, bg=(255, 255, 255)):
     "A PIL grid of `images` resized to `size` (height, width)."
     from PIL import Image
@@ -466,7 +466,7 @@ def plot_montages(paths, labels,      # image path and cluster of each image
     fig.tight_layout(); _save_fig(fig, save)
     return fig
 
-# %% ../nbs/05_cluster.ipynb #a96f94dd
+# %% ../nbs/05_cluster.ipynb #f2b3831a
 class ClusterExplorer:
     "The logic behind the interactive cluster explorer, usable without a display."
     def __init__(self, res:KChoice, # a `choose_k` result (every k's labels)

@@ -10,7 +10,7 @@ __all__ = ['KNOWN_DATASETS', 'SMOOTHING_KINDS', 'BACKBONES', 'PARAMS', 'STAGE_NA
            'plot_cmc_curves', 'stage_report', 'pipeline_stages', 'run_pipeline', 'results_table', 'list_runs',
            'compare_runs']
 
-# %% ../nbs/11_pipeline.ipynb #ea7647cb
+# %% ../nbs/11_pipeline.ipynb #3a9f4b07
 import os, sys, json, time, hashlib, importlib, numbers, contextlib, datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Callable, Any
 import yaml
 from .core import atomic_write_json, atomic_write_text, project_root, default_data_root, seed_everything
 
-# %% ../nbs/11_pipeline.ipynb #210ec4d7
+# %% ../nbs/11_pipeline.ipynb #46a8b40b
 KNOWN_DATASETS = ('synthetic', 'market1501', 'dukemtmc', 'cuhk03', 'viper') # used when slsr_nb.data.datasets is absent
 SMOOTHING_KINDS = ('onehot', 'lsr', 'lsro', 'slsr')
 BACKBONES = ('resnet50', 'densenet121', 'resnet18', 'tiny')
@@ -77,7 +77,7 @@ def default_params()->dict:
     return {k: (list(p.default) if isinstance(p.default, list) else dict(p.default) if isinstance(p.default, dict) else p.default)
             for k, p in PARAMS.items()}
 
-# %% ../nbs/11_pipeline.ipynb #978bc18a
+# %% ../nbs/11_pipeline.ipynb #6628204b
 def known_datasets()->tuple:
     "Names `load_dataset` accepts: the data module's registry when it is installed, else the paper's four + synthetic."
     try: from slsr_nb.data.datasets import list_datasets
@@ -123,7 +123,7 @@ def _check_one(name, v, p:Param):
     if p.hi is not None and v > p.hi: return v, f'{name}: {v!r} is above the maximum {p.hi}'
     return v, None
 
-# %% ../nbs/11_pipeline.ipynb #03e4f825
+# %% ../nbs/11_pipeline.ipynb #91c0ce10
 STAGE_NAMES = ('data', 'baseline', 'features', 'clusters', 'gans', 'generate', 'finetune', 'evaluate', 'report')
 
 class ParamError(ValueError):
@@ -160,7 +160,7 @@ def validate_params(
     if errs: raise ParamError('invalid run parameters:\n  ' + '\n  '.join(errs))
     return out
 
-# %% ../nbs/11_pipeline.ipynb #6e7762e6
+# %% ../nbs/11_pipeline.ipynb #79ed7545
 def load_params(
     path:str|Path|None=None, # a YAML file of parameters, or None
     **overrides, # values that replace the file's
@@ -176,7 +176,7 @@ def load_params(
     params.update({k: v for k, v in overrides.items()})
     return validate_params(params)
 
-# %% ../nbs/11_pipeline.ipynb #499112c5
+# %% ../nbs/11_pipeline.ipynb #d6c645c2
 def stage_key(
     name:str, # the stage
     params:dict, # the parameters this stage reads (only those)
@@ -188,7 +188,7 @@ def stage_key(
                       sort_keys=True, default=str, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()
 
-# %% ../nbs/11_pipeline.ipynb #211cd909
+# %% ../nbs/11_pipeline.ipynb #29b32be9
 class StageUnavailable(RuntimeError):
     "A stage needs a module of the kit that is not installed or failed to import."
 
@@ -248,7 +248,7 @@ class RunFolder:
         self.log(f'[{name}] done in {secs:.1f}s')
         return json.loads(marker.read_text())['result']  # the same (JSON round-tripped) value a later reuse returns
 
-# %% ../nbs/11_pipeline.ipynb #568178e6
+# %% ../nbs/11_pipeline.ipynb #5c6a7b36
 def need(module:str, # e.g. 'slsr_nb.cluster'
          stage:str='', # the stage that needs it, for the message
         ):
@@ -258,7 +258,7 @@ def need(module:str, # e.g. 'slsr_nb.cluster'
         raise StageUnavailable(f"stage {stage!r} needs {module}, which could not be imported ({e}); "
                                "install the full kit (pip install -e .) or run fewer stages (stages=...)") from e
 
-# %% ../nbs/11_pipeline.ipynb #0d20a09b
+# %% ../nbs/11_pipeline.ipynb #4e8ee40e
 @dataclass
 class Ctx:
     "What a stage sees: the parameters, the run folder, and the results and keys of earlier stages."
@@ -300,7 +300,7 @@ def run_stages(
         if until is not None and st.name == last: break
     return ctx.results
 
-# %% ../nbs/11_pipeline.ipynb #a1257d00
+# %% ../nbs/11_pipeline.ipynb #5638b48a
 def _rel(ctx, p): return str(Path(p).resolve().relative_to(ctx.run.path))
 def _abs(ctx, p): return ctx.run.path/p
 
@@ -322,7 +322,7 @@ def stage_data(ctx:Ctx, out:Path)->dict:
     atomic_write_json(res, out/'summary.json')
     return res
 
-# %% ../nbs/11_pipeline.ipynb #c44d42f2
+# %% ../nbs/11_pipeline.ipynb #14c62ca1
 def _train_kw(ctx)->dict:
     "Training settings shared by the baseline and every fine-tuning stage."
     p = ctx.params
@@ -339,7 +339,7 @@ def stage_baseline(ctx:Ctx, out:Path)->dict:
 def _model(ctx, rel):
     return need('slsr_nb.models', 'features').load_model(_abs(ctx, rel))
 
-# %% ../nbs/11_pipeline.ipynb #39b8f6e9
+# %% ../nbs/11_pipeline.ipynb #7dfc1c1d
 def stage_features(ctx:Ctx, out:Path)->dict:
     "Pooled last-conv features of every training image, from the baseline (Algorithm 1, step 2)."
     ds, fe = need('slsr_nb.data.datasets', 'features'), need('slsr_nb.features', 'features'); p = ctx.params
@@ -353,7 +353,7 @@ def stage_features(ctx:Ctx, out:Path)->dict:
 def _feats(ctx):
     return need('slsr_nb.features', 'features').load_features(_abs(ctx, ctx.results['features']['train']))
 
-# %% ../nbs/11_pipeline.ipynb #59e1f70c
+# %% ../nbs/11_pipeline.ipynb #68e0d05c
 def stage_clusters(ctx:Ctx, out:Path)->dict:
     "k-means on the features, k chosen by the silhouette unless fixed; UMAP and montage figures (step 3)."
     import numpy as np, matplotlib.pyplot as plt
@@ -375,7 +375,7 @@ def stage_clusters(ctx:Ctx, out:Path)->dict:
             'identity_sets': [list(map(int, c['identities'])) for c in stats['clusters']],
             'dir': _rel(ctx, out), 'figures': [_rel(ctx, x) for x in figs if Path(x).exists()]}
 
-# %% ../nbs/11_pipeline.ipynb #8e18852d
+# %% ../nbs/11_pipeline.ipynb #406f69c2
 def _gan_hw(p): return p['gan_size'], p['gan_size'] // 2
 
 def stage_gans(ctx:Ctx, out:Path)->dict:
@@ -387,8 +387,8 @@ def stage_gans(ctx:Ctx, out:Path)->dict:
                            epochs=p['gan_epochs'], batch_size=p['gan_batch_size'], device=p['device'])
     figs = []
     for c in range(ctx.results['clusters']['k']):
-        cd = next((d for d in sorted(out.iterdir()) if d.is_dir() and d.name.endswith(str(c)) and (d/'last.pt').exists()), None)
-        if cd is not None and any((cd/'samples').glob('*.png')): figs.append(gan.epoch_strip(cd))
+        cd = out/f'cluster_{c}'
+        if (cd/'last.pt').exists() and any((cd/'samples').glob('*.png')): figs.append(gan.epoch_strip(cd))
     return {'dir': _rel(ctx, out), 'figures': [_rel(ctx, f) for f in figs]}
 
 def stage_generate(ctx:Ctx, out:Path)->dict:
@@ -400,7 +400,7 @@ def stage_generate(ctx:Ctx, out:Path)->dict:
     figs = [gan.show_real_vs_generated(man, list(a['paths']), a['labels'], seed=p['seed'], save=out/'real_vs_generated.png')]
     return {'manifest': _rel(ctx, man), 'n': p['n_generated'], 'figures': [_rel(ctx, f) for f in figs if f]}
 
-# %% ../nbs/11_pipeline.ipynb #76b0b892
+# %% ../nbs/11_pipeline.ipynb #36594fd2
 def _method(kind, noise): return ('baseline' if kind == 'onehot' else kind) + ('+noise' if noise and kind in ('lsro', 'slsr') else '')
 
 def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
@@ -413,7 +413,7 @@ def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
                 **_train_kw(ctx))
     return {'model': _rel(ctx, out/'model.pt'), 'method': _method(kind, p['noise_layer']), 'n_generated': len(gen)}
 
-# %% ../nbs/11_pipeline.ipynb #5072d1b5
+# %% ../nbs/11_pipeline.ipynb #bd05052a
 RANKS = (1, 5, 10, 20)
 
 def _summary(r:dict)->dict:
@@ -453,7 +453,7 @@ def stage_evaluate(ctx:Ctx, out:Path, model_stage:str)->dict:
     atomic_write_json(res, out/'metrics.json')
     return {**res, 'figures': [_rel(ctx, out/'ranked.png')]}
 
-# %% ../nbs/11_pipeline.ipynb #7db93b0b
+# %% ../nbs/11_pipeline.ipynb #0fd779d8
 def plot_cmc_curves(curves:dict, # name -> CMC (fractions, rank 1 first)
                     save:str|Path, # PNG file (written atomically)
                     title:str='CMC', # figure title
@@ -487,7 +487,7 @@ def stage_report(ctx:Ctx, out:Path)->dict:
     return {'results': results, 'cmc': _rel(ctx, out/'cmc.json'), 'cmc_png': _rel(ctx, out/'cmc.png'),
             'protocol': ctx.results['data']['protocol'], 'figures': [_rel(ctx, out/'cmc.png')] + ranked}
 
-# %% ../nbs/11_pipeline.ipynb #8baa2cbc
+# %% ../nbs/11_pipeline.ipynb #d9e8245d
 def pipeline_stages(params:dict)->list:
     "The stages of Algorithm 1 for these parameters, in order, each with the parameters it reads."
     data = ('dataset', 'data_root', 'protocol')
@@ -512,7 +512,7 @@ def pipeline_stages(params:dict)->list:
     st.append(Stage('report', stage_report, reads=('dataset', 'backbone'), deps=('data',) + evals))
     return st
 
-# %% ../nbs/11_pipeline.ipynb #f09248f4
+# %% ../nbs/11_pipeline.ipynb #7058e543
 _RUN_ONLY = ('run_dir', 'overwrite', 'num_workers', 'device', 'stages') # where/how a run happens, not what it computes
 
 def _science(p): return {k: v for k, v in p.items() if k not in _RUN_ONLY}
@@ -553,7 +553,7 @@ def run_pipeline(
         return {'run_dir': str(run.path), 'metrics': metrics, 'timings': timings, 'reused': list(run.reused),
                 'results': results}
 
-# %% ../nbs/11_pipeline.ipynb #83f25a7b
+# %% ../nbs/11_pipeline.ipynb #c2f54f20
 def results_table(metrics:dict, # a run's metrics.json content
                  )->str:        # a plain-text table
     "The results of one run as a text table, protocol named."
@@ -568,7 +568,7 @@ def results_table(metrics:dict, # a run's metrics.json content
     lines.append(f"dataset: {metrics.get('dataset', '?')}   protocol: {proto.get('protocol', proto) or '?'}")
     return '\n'.join(lines)
 
-# %% ../nbs/11_pipeline.ipynb #2d04d8d5
+# %% ../nbs/11_pipeline.ipynb #8b78735f
 def list_runs(root:str|Path='runs', # folder holding run folders (searched recursively)
              )->list:               # one dict per run, newest first
     "Run folders under `root` (those holding a params.yaml), with their status and headline metrics."
