@@ -6,13 +6,13 @@
 __all__ = ['MARKET_MISSING', 'get_device', 'autocast', 'seed_everything', 'atomic_path', 'atomic_save', 'atomic_write_text',
            'atomic_write_json', 'safe_load', 'project_root', 'default_data_root', 'real_data_root', 'fresh_dir']
 
-# %% ../nbs/00_core.ipynb #33f0fa48
+# %% ../nbs/00_core.ipynb #6fab75dc
 import os, json, random, contextlib, tempfile as _tempfile
 from pathlib import Path
 import numpy as np
 import torch
 
-# %% ../nbs/00_core.ipynb #43561567
+# %% ../nbs/00_core.ipynb #5754406e
 def get_device(
     prefer:str|None=None, # 'cpu', 'cuda', 'cuda:N'; None: $SLSR_DEVICE, else CUDA when available, else CPU
 )->torch.device:
@@ -23,7 +23,7 @@ def get_device(
         raise RuntimeError(f"Device {choice!r} was asked for but CUDA is not available here; use 'cpu'.")
     return dev
 
-# %% ../nbs/00_core.ipynb #d1aad145
+# %% ../nbs/00_core.ipynb #e95c73c2
 def autocast(
     device:torch.device, # where the computation runs
     enabled:bool|None=None, # None: on for CUDA, off for CPU
@@ -34,14 +34,14 @@ def autocast(
     if not enabled: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
-# %% ../nbs/00_core.ipynb #77e1106e
+# %% ../nbs/00_core.ipynb #963638b5
 def seed_everything(seed:int=0, # the seed for every generator
                    ):
     "Seed Python, NumPy and torch for a repeatable run."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
-# %% ../nbs/00_core.ipynb #2148d240
+# %% ../nbs/00_core.ipynb #ab087c54
 @contextlib.contextmanager
 def atomic_path(path:str|Path, # the final file name
                ):
@@ -51,11 +51,17 @@ def atomic_path(path:str|Path, # the final file name
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
-# %% ../nbs/00_core.ipynb #89b21c92
+# %% ../nbs/00_core.ipynb #6e89cd17
+def _umask()->int:
+    "The process's umask (read without changing it for good)."
+    m = os.umask(0); os.umask(m); return m
+
+# %% ../nbs/00_core.ipynb #3f49e0e1
 def atomic_save(obj, # a state dict or other tensors/containers torch can save
                 path:str|Path, # destination file
                )->Path:
@@ -83,7 +89,7 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
-# %% ../nbs/00_core.ipynb #696f1287
+# %% ../nbs/00_core.ipynb #4bb95c82
 def safe_load(path:str|Path, # a checkpoint or weights file
               map_location='cpu', # where to put the tensors
              ):
@@ -94,7 +100,7 @@ def safe_load(path:str|Path, # a checkpoint or weights file
     except Exception as e:
         raise ValueError(f'{path} could not be loaded as plain tensors (weights_only=True): {e}') from e
 
-# %% ../nbs/00_core.ipynb #28ac3421
+# %% ../nbs/00_core.ipynb #f4ef5cc4
 def project_root()->Path:
     "The folder holding settings.ini (the repo), or the current folder when the kit is installed elsewhere."
     for p in [Path.cwd(), *Path.cwd().parents]:
@@ -114,7 +120,7 @@ def real_data_root()->Path|None:
 MARKET_MISSING = ("Real Market-1501 not found: set SLSR_REAL_DATA_ROOT to a folder holding "
                   "'Market-1501-v15.09.15/' (or place it at ../shared/data); skipping.")
 
-# %% ../nbs/00_core.ipynb #e2bb6f14
+# %% ../nbs/00_core.ipynb #a6d7ff84
 def fresh_dir(path:str|Path, # output folder for a stage or run
               resume:bool=False, # reuse an existing folder and what it holds
               overwrite:bool=False, # delete what the folder holds first

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['extract_features', 'save_features', 'load_features', 'model_fingerprint', 'data_fingerprint', 'cached_features']
 
-# %% ../nbs/04_features.ipynb #9e5bb86d
+# %% ../nbs/04_features.ipynb #88ec10f0
 import hashlib, json, csv
 from pathlib import Path
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from .core import get_device, autocast, atomic_path, atomic_write_json
 
-# %% ../nbs/04_features.ipynb #411a0c80
+# %% ../nbs/04_features.ipynb #4c719aec
 def _unpack(batch):
     "(imgs, pids, camids, paths) from a kit dict batch or a tuple batch."
     if isinstance(batch, dict):
@@ -29,7 +29,7 @@ def _embed(model, x, which):
         return model.features(x, which) if which else model.features(x)
     return model(x)
 
-# %% ../nbs/04_features.ipynb #460d6767
+# %% ../nbs/04_features.ipynb #0b52f024
 def extract_features(
     model:torch.nn.Module, # a `ReidNet` (its `features` is used) or any module mapping images to vectors
     loader, # an iterable of batches: kit dicts or (img, pid, camid[, path]) tuples
@@ -68,7 +68,7 @@ def extract_features(
     return dict(feats=torch.cat(feats).numpy(), pids=torch.cat(pids).long().numpy(),
                 camids=torch.cat(camids).long().numpy(), paths=paths)
 
-# %% ../nbs/04_features.ipynb #e4c25748
+# %% ../nbs/04_features.ipynb #492a83d5
 def save_features(out:dict, # as returned by `extract_features`
                   folder:str|Path, # destination folder
                   meta:dict|None=None, # extra fields for meta.json (model, data, settings)
@@ -102,7 +102,7 @@ def load_features(folder:str|Path, # a folder written by `save_features`
                 camids=np.array([int(r['camid']) for r in rows], dtype=np.int64),
                 paths=[r['path'] for r in rows], meta=meta)
 
-# %% ../nbs/04_features.ipynb #6f37b72b
+# %% ../nbs/04_features.ipynb #5773034d
 def model_fingerprint(model:torch.nn.Module, # the network
                      )->str:
     "A short hash of the model's weights and buffers (equal weights, equal fingerprint)."
