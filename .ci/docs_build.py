@@ -61,13 +61,19 @@ def execute_one(path:str, skip_flags:tuple)->tuple:
     fm = getattr(NBProcessor(p, procs=FrontmatterProc, process=True).nb, 'frontmatter_', {}) or {}
     if str(fm.get('skip_exec', '')).lower() == 'true': return path, 0.0, None
     nb = read_nb(p)
-    if _has_outputs(nb): return path, 0.0, None
 
+    def flagged(cell): return cell.cell_type == 'code' and bool(set(skip_flags) & set(_directives(cell.source)))
     def skip(cell):
         if cell.cell_type != 'code': return True
         if 'nbdev_export' + '(' in cell.source: return True
-        d = _directives(cell.source)
-        return bool(set(skip_flags) & set(d)) or d.get('eval', '').lower() == 'false'
+        return flagged(cell) or _directives(cell.source).get('eval', '').lower() == 'false'
+    def mark_unevaluated():
+        "nbdev_proc_nbs runs cells that hold imports; flagged (slow/gpu/browser) cells must stay unrun there too."
+        for c in nb.cells:
+            if flagged(c): c.source = '#| eval: false\n' + c.source
+        write_nb(nb, p)
+
+    if _has_outputs(nb): mark_unevaluated(); return path, 0.0, None
 
     sh = CaptureShell(p)
     cwd = os.getcwd(); os.chdir(p.parent)
@@ -77,12 +83,12 @@ def execute_one(path:str, skip_flags:tuple)->tuple:
         return path, time.time() - t, sh.prettytb(fname=p)
     finally:
         os.chdir(cwd)
-    write_nb(nb, p)
+    mark_unevaluated()
     return path, time.time() - t, None
 
 
 def execute_all(nbs:Path, workers:int, only=None):
-    flags = tuple(f for f in cfg().get('tst_flags', '').split('|') if f)
+    flags = tuple(re.split(r'[\s|]+', cfg().get('tst_flags', '').strip()))  # nbdev 2 separates them with spaces
     todo = [str(p) for p in notebooks(nbs, only)]
     errors = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context('spawn'), max_tasks_per_child=1) as ex:
