@@ -48,6 +48,19 @@ def _has_outputs(nb)->bool:
     return any(c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code')
 
 
+def _mixed_import_test_cell(cell)->bool:
+    "A non-exported code cell holding imports and other statements (nbdev_proc_nbs would run it without its context)."
+    import ast
+    if cell.cell_type != 'code': return False
+    d = _directives(cell.source)
+    if set(d) & {'export', 'exports', 'exporti', 'exec_doc'}: return False
+    try: tree = ast.parse(cell.source)
+    except SyntaxError: return False
+    nodes = list(ast.walk(tree))
+    has_import = any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in nodes)
+    return has_import and any(not isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body)
+
+
 def execute_one(path:str, skip_flags:tuple)->tuple:
     "Execute one notebook in place (execnb, like nbdev_test) and keep its outputs; returns (path, seconds, error)."
     os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
@@ -68,9 +81,10 @@ def execute_one(path:str, skip_flags:tuple)->tuple:
         if 'nbdev_export' + '(' in cell.source: return True
         return flagged(cell) or _directives(cell.source).get('eval', '').lower() == 'false'
     def mark_unevaluated():
-        "nbdev_proc_nbs runs cells that hold imports; flagged (slow/gpu/browser) cells must stay unrun there too."
+        "nbdev_proc_nbs re-runs, in a fresh namespace, every cell that holds an import: keep flagged (slow/gpu/browser)"
+        "cells and already-run test cells that mix imports with other code from running there (outputs stay)."
         for c in nb.cells:
-            if flagged(c): c.source = '#| eval: false\n' + c.source
+            if flagged(c) or _mixed_import_test_cell(c): c.source = '#| eval: false\n' + c.source
         write_nb(nb, p)
 
     if _has_outputs(nb): mark_unevaluated(); return path, 0.0, None
