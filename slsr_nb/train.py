@@ -6,7 +6,7 @@
 __all__ = ['merge_batches', 'cross_entropy_loss', 'read_log', 'plot_log', 'train_model', 'val_split', 'make_val_fn',
            'run_baseline']
 
-# %% ../nbs/08_train.ipynb #9416db0d
+# %% ../nbs/08_train.ipynb #a490a3eb
 import json, math, random, time
 from pathlib import Path
 import numpy as np
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .core import get_device, autocast, seed_everything, atomic_save, atomic_write_text, safe_load, fresh_dir
 from .models import param_groups, save_model
 
-# %% ../nbs/08_train.ipynb #0bae736b
+# %% ../nbs/08_train.ipynb #0ffa4425
 def merge_batches(batches:list, # dict batches with the same keys
                  )->dict:
     "Concatenate dict batches (tensors along dim 0, lists joined) and add `source` (index of the batch of origin)."
@@ -35,14 +35,14 @@ def merge_batches(batches:list, # dict batches with the same keys
 def _to(batch:dict, dev:torch.device)->dict:
     return {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-# %% ../nbs/08_train.ipynb #c2550075
+# %% ../nbs/08_train.ipynb #a51943eb
 def cross_entropy_loss(logits:torch.Tensor, # (B, K) logits
                        batch:dict, # the batch; uses batch['pid']
                       )->torch.Tensor:
     "Eq. 6: cross-entropy of the identity labels."
     return F.cross_entropy(logits.float(), batch['pid'])
 
-# %% ../nbs/08_train.ipynb #9593acdd
+# %% ../nbs/08_train.ipynb #7aa89cc7
 def _generators(loader):
     "The distinct torch.Generators a loader draws from (its own, its sampler's, its batch sampler's)."
     gens = []
@@ -72,7 +72,7 @@ def _set_epoch(loaders, epoch:int):
             if hasattr(s, 'set_epoch'): s.set_epoch(epoch)
             elif hasattr(s, 'epoch') and isinstance(s.epoch, int): s.epoch = epoch
 
-# %% ../nbs/08_train.ipynb #1155078d
+# %% ../nbs/08_train.ipynb #03e2eb89
 def read_log(out_dir:str|Path, # a training run folder
             )->list[dict]:
     "The per-epoch records of a run's `log.jsonl` ([] when there is none)."
@@ -100,7 +100,7 @@ def plot_log(out_dir:str|Path, # a training run folder
         with atomic_path(Path(out_dir)/'curves.png') as t: fig.savefig(t, dpi=80, format='png')
     return fig
 
-# %% ../nbs/08_train.ipynb #c6575f06
+# %% ../nbs/08_train.ipynb #5eebae56
 def _cycle(it):
     "Repeat an iterable (a loader is re-iterated, so it reshuffles); an empty or one-shot one is an error, not a hang."
     while True:
@@ -135,7 +135,7 @@ def _epoch(model, loader, extra_iters, opt, loss_fn, dev, amp, channels_last, ma
     if not steps: raise ValueError('The training loader yielded no batches (empty data, or drop_last with fewer images than a batch).')
     return dict(loss=tot_loss / n_img, acc=n_hit / max(n_lab, 1), images=n_img, steps=steps, partial=partial)
 
-# %% ../nbs/08_train.ipynb #e8787fc3
+# %% ../nbs/08_train.ipynb #e8db58b7
 def train_model(
     model:nn.Module, # a `ReidNet` (or any module whose forward gives logits)
     loader, # training batches (dicts with 'img' and 'pid'); its length sets the epoch
@@ -221,7 +221,7 @@ def train_model(
         plt.close(plot_log(out))
     return log
 
-# %% ../nbs/08_train.ipynb #b3255e88
+# %% ../nbs/08_train.ipynb #e09c06bb
 class _TinyNet(nn.Module):
     "A small ReidNet-like network for tests: conv trunk (`backbone`) + linear head."
     def __init__(self, n_classes=3, dropout=0.5):
@@ -241,7 +241,7 @@ def _tiny_loader(n_ids=3, per_id=8, batch_size=6, seed=0, size=8):
     return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=True,
                                        generator=torch.Generator().manual_seed(seed))
 
-# %% ../nbs/08_train.ipynb #1791b4de
+# %% ../nbs/08_train.ipynb #f64a411b
 def val_split(records:list, # training records (img_path, pid, camid, ...)
               seed:int=0, # which image of each identity is held out
              )->tuple: # (train, query, gallery) record lists
@@ -277,7 +277,7 @@ def make_val_fn(query_loader, # loader of the validation (or test) queries
         return dict(rank1=res['cmc'][0], rank5=res['cmc'][min(4, len(res['cmc']) - 1)], mAP=res['mAP'])
     return val_fn
 
-# %% ../nbs/08_train.ipynb #3ce6c384
+# %% ../nbs/08_train.ipynb #4b3e7811
 def run_baseline(
     dataset:str='market1501', # a registered data set (see `slsr_nb.data.datasets.list_datasets`)
     out_dir:str|Path='runs/baseline', # run folder
