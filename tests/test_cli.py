@@ -158,7 +158,7 @@ def test_list_and_compare(papermill_run, tmp_path):
 def test_cluster_explorer_notebook_batch_run(papermill_run):
     "The explorer notebook in batch mode on the pipeline run's features (widgets render headless)."
     r = papermill_run
-    c, out, err = slsr('run', 'cluster_explorer', '-p', 'source_run', r['run'], '-p', 'k_max', '3', '-p', 'n_init', '2',
+    c, out, err = slsr('run', 'cluster_explorer', '-p', 'source_run', r['run'], '-p', 'k_max', '3', '-p', 'n_init', '2', '-p', 'widgets', 'false',
                        '--run-dir', r['dir']/'runs'/'explore', cwd=r['dir'])
     assert c == 0, err[-3000:]
     ex = r['dir']/'runs'/'explore'
