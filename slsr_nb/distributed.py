@@ -6,7 +6,7 @@
 __all__ = ['DistInfo', 'dist_info', 'init_distributed', 'barrier', 'shard_range', 'gather_arrays', 'DistributedIdentitySampler',
            'assign_clusters', 'merge_manifests']
 
-# %% ../nbs/13_distributed.ipynb #186d75b9
+# %% ../nbs/13_distributed.ipynb #5785a659
 import os, math, random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 from .core import get_device
 
-# %% ../nbs/13_distributed.ipynb #ac88e313
+# %% ../nbs/13_distributed.ipynb #ea4ac3a9
 @dataclass
 class DistInfo:
     "Rank, world size and local rank of this process."
@@ -39,7 +39,7 @@ def dist_info()->DistInfo:
         raise ValueError(f"RANK={vals['RANK']} must lie in [0, WORLD_SIZE={vals['WORLD_SIZE']})")
     return DistInfo(vals['RANK'], vals['WORLD_SIZE'], vals['LOCAL_RANK'])
 
-# %% ../nbs/13_distributed.ipynb #49dfea6a
+# %% ../nbs/13_distributed.ipynb #ec163950
 def init_distributed(backend:str|None=None, # 'gloo' or 'nccl'; None: nccl on CUDA, else gloo
                     )->tuple[DistInfo, torch.device]:
     "Start the process group when launched by torchrun with several processes; return this process's info and device."
@@ -56,7 +56,7 @@ def barrier():
     "Wait for every process (a no-op in a single process)."
     if dist.is_available() and dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/13_distributed.ipynb #c0440674
+# %% ../nbs/13_distributed.ipynb #26a5784a
 def shard_range(n:int, # number of items
                 rank:int, world_size:int, # this process and how many there are
                )->range:
@@ -67,7 +67,7 @@ def shard_range(n:int, # number of items
     start = rank*base + min(rank, extra)
     return range(start, start + base + (rank < extra))
 
-# %% ../nbs/13_distributed.ipynb #dbe220f2
+# %% ../nbs/13_distributed.ipynb #187bcfec
 def gather_arrays(local:np.ndarray, # this rank's block (rows in order)
                  )->np.ndarray:
     "Concatenate every rank's block in rank order (the original order under `shard_range`); identity in one process."
@@ -76,7 +76,7 @@ def gather_arrays(local:np.ndarray, # this rank's block (rows in order)
     dist.all_gather_object(blocks, local)
     return np.concatenate(blocks, axis=0)
 
-# %% ../nbs/13_distributed.ipynb #bec64b90
+# %% ../nbs/13_distributed.ipynb #68f6c071
 class DistributedIdentitySampler(Sampler):
     "Identity-balanced sampling (K images per identity, in groups) split across ranks; the union equals the 1-process order."
     def __init__(self, pids, # identity of every training image
@@ -103,7 +103,7 @@ class DistributedIdentitySampler(Sampler):
         for g in self.global_groups()[self.rank::self.world_size]: yield from g
     def __len__(self): return self.n_groups // self.world_size * self.k
 
-# %% ../nbs/13_distributed.ipynb #f9da43c9
+# %% ../nbs/13_distributed.ipynb #05dc4669
 def assign_clusters(sizes, # images per cluster
                     world_size:int, # number of ranks
                    )->list[list[int]]:
@@ -115,7 +115,7 @@ def assign_clusters(sizes, # images per cluster
         out[r].append(c); load[r] += sizes[c]
     return [sorted(o) for o in out]
 
-# %% ../nbs/13_distributed.ipynb #184ed5cc
+# %% ../nbs/13_distributed.ipynb #dd6bfb36
 def merge_manifests(paths, # per-rank manifest CSV files (header row first)
                     out:str|Path, # merged manifest to write (atomically)
                     key:str='cluster', # column to order the rows by (stable, then by file name)
