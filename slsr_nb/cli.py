@@ -7,7 +7,7 @@ __all__ = ['EXIT_OK', 'EXIT_FAIL', 'EXIT_USAGE', 'EXIT_DATA', 'EXIT_BUSY', 'EXIT
            'experiments_dir', 'find_notebook', 'find_params', 'read_params_file', 'parse_overrides', 'run_notebook',
            'exit_code', 'build_parser', 'main']
 
-# %% ../nbs/12_cli.ipynb #a35c4d4c
+# %% ../nbs/12_cli.ipynb #ab3c74a9
 import sys, os, json, time, argparse
 from pathlib import Path
 import yaml
@@ -15,7 +15,7 @@ from .core import project_root
 from .pipeline import (ParamError, RunLocked, StageUnavailable, PARAMS, validate_params, load_params,
                               run_pipeline, results_table, list_runs, compare_runs)
 
-# %% ../nbs/12_cli.ipynb #1a6f33dc
+# %% ../nbs/12_cli.ipynb #c07e725a
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DATA, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 class UsageError(ValueError):
@@ -47,7 +47,7 @@ def find_params(name:str)->Path:
     if cand.is_file(): return cand
     raise UsageError(f'no parameter file {name!r} (looked for {p} and {cand})')
 
-# %% ../nbs/12_cli.ipynb #3286610d
+# %% ../nbs/12_cli.ipynb #c6e1ba9d
 def read_params_file(path:str|Path, # a YAML file of name: value
                     )->dict:
     "Read a YAML parameter file (safe loader) into a dict, with errors that name the file."
@@ -57,7 +57,7 @@ def read_params_file(path:str|Path, # a YAML file of name: value
     if not isinstance(params, dict): raise ParamError(f'{path} must hold a mapping of name: value, not {type(params).__name__}')
     return params
 
-# %% ../nbs/12_cli.ipynb #322d20cd
+# %% ../nbs/12_cli.ipynb #010b9ea1
 def parse_overrides(pairs:list, # [[name, value], ...] from argparse
                    )->dict:
     "Turn `-p name value` pairs into a dict of YAML-typed values (safe loader only)."
@@ -67,7 +67,7 @@ def parse_overrides(pairs:list, # [[name, value], ...] from argparse
         except yaml.YAMLError: out[name] = value
     return out
 
-# %% ../nbs/12_cli.ipynb #315ff7cd
+# %% ../nbs/12_cli.ipynb #1836b4a5
 def run_notebook(
     notebook:str|Path, # name or path of an experiment notebook
     params:dict|None=None, # parameters to inject
@@ -95,7 +95,7 @@ def run_notebook(
                         log_output=log_output, progress_bar=progress)
     return out
 
-# %% ../nbs/12_cli.ipynb #faf0b46d
+# %% ../nbs/12_cli.ipynb #b2c403ac
 _BY_NAME = {'ParamError': EXIT_USAGE, 'UsageError': EXIT_USAGE, 'FileNotFoundError': EXIT_DATA,
             'RunLocked': EXIT_BUSY, 'FileExistsError': EXIT_BUSY, 'KeyboardInterrupt': EXIT_INTERRUPTED}
 
@@ -107,7 +107,7 @@ def exit_code(e:BaseException, # the error that ended a command
         if cls.__name__ in _BY_NAME and not getattr(e, 'ename', None): return _BY_NAME[cls.__name__]
     return _BY_NAME.get(name, EXIT_FAIL)
 
-# %% ../nbs/12_cli.ipynb #9295a9c5
+# %% ../nbs/12_cli.ipynb #a0a5ccd3
 DEMO_PARAMS = 'synthetic' # the parameter file `slsr demo` uses (nbs/experiments/params/synthetic.yaml)
 
 def _print_run(run_dir:Path, out=sys.stdout):
@@ -127,12 +127,20 @@ def _cmd_run(a, demo=False):
     if a.overwrite: params['overwrite'] = True
     run_dir = Path(a.run_dir or params.get('run_dir') or Path('runs')/('demo' if demo else Path(a.notebook).stem)).resolve()
     t0 = time.time()
+    from slsr_nb.distributed import dist_info, init_distributed
+    di = dist_info()
+    if di.distributed:  # launched by torchrun with several processes: every rank runs the pipeline here
+        if not a.in_process and di.is_main: print('torchrun: running the pipeline in-process on every rank (papermill '
+                                                  'would start one notebook kernel per rank)', file=sys.stderr)
+        a.in_process = True
+        init_distributed()
     if a.in_process:
         params['run_dir'] = str(run_dir)
         run_pipeline(params, log=lambda *m: print(*m, file=sys.stderr))
     else:
         nb = run_notebook(a.notebook, params, run_dir, kernel=a.kernel, log_output=a.verbose, progress=a.verbose)
         print(f'executed notebook: {nb}', file=sys.stderr)
+    if not di.is_main: return EXIT_OK
     print(f'finished in {time.time() - t0:.0f}s', file=sys.stderr)
     _print_run(run_dir)
     return EXIT_OK
@@ -151,7 +159,7 @@ def _cmd_compare(a):
     if a.save: print(f'CMC curves: {a.save}')
     return EXIT_OK
 
-# %% ../nbs/12_cli.ipynb #e49e1bf1
+# %% ../nbs/12_cli.ipynb #e95d97db
 def build_parser()->argparse.ArgumentParser:
     "The `slsr` argument parser (built on demand; nothing runs at import)."
     ap = argparse.ArgumentParser(prog='slsr', description='Sparse Label Smoothing re-id kit: runs, lists and compares experiments.',

@@ -6,13 +6,13 @@
 __all__ = ['MARKET_MISSING', 'get_device', 'autocast', 'seed_everything', 'atomic_path', 'atomic_save', 'atomic_write_text',
            'atomic_write_json', 'safe_load', 'project_root', 'default_data_root', 'real_data_root', 'fresh_dir']
 
-# %% ../nbs/00_core.ipynb #6fab75dc
+# %% ../nbs/00_core.ipynb #d5d84733
 import os, json, random, contextlib, tempfile as _tempfile
 from pathlib import Path
 import numpy as np
 import torch
 
-# %% ../nbs/00_core.ipynb #5754406e
+# %% ../nbs/00_core.ipynb #ef0d9254
 def get_device(
     prefer:str|None=None, # 'cpu', 'cuda', 'cuda:N'; None: $SLSR_DEVICE, else CUDA when available, else CPU
 )->torch.device:
@@ -21,9 +21,10 @@ def get_device(
     dev = torch.device(choice)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError(f"Device {choice!r} was asked for but CUDA is not available here; use 'cpu'.")
+    if dev.type == 'cuda' and dev.index is None: dev = torch.device('cuda', torch.cuda.current_device())  # this rank's GPU under torchrun
     return dev
 
-# %% ../nbs/00_core.ipynb #e95c73c2
+# %% ../nbs/00_core.ipynb #444ae02e
 def autocast(
     device:torch.device, # where the computation runs
     enabled:bool|None=None, # None: on for CUDA, off for CPU
@@ -34,14 +35,14 @@ def autocast(
     if not enabled: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
-# %% ../nbs/00_core.ipynb #963638b5
+# %% ../nbs/00_core.ipynb #a96c88d4
 def seed_everything(seed:int=0, # the seed for every generator
                    ):
     "Seed Python, NumPy and torch for a repeatable run."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
-# %% ../nbs/00_core.ipynb #ab087c54
+# %% ../nbs/00_core.ipynb #4b7d3d75
 @contextlib.contextmanager
 def atomic_path(path:str|Path, # the final file name
                ):
@@ -56,12 +57,12 @@ def atomic_path(path:str|Path, # the final file name
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
-# %% ../nbs/00_core.ipynb #6e89cd17
+# %% ../nbs/00_core.ipynb #a33fec5d
 def _umask()->int:
     "The process's umask (read without changing it for good)."
     m = os.umask(0); os.umask(m); return m
 
-# %% ../nbs/00_core.ipynb #3f49e0e1
+# %% ../nbs/00_core.ipynb #96d40ab2
 def atomic_save(obj, # a state dict or other tensors/containers torch can save
                 path:str|Path, # destination file
                )->Path:
@@ -89,7 +90,7 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
-# %% ../nbs/00_core.ipynb #4bb95c82
+# %% ../nbs/00_core.ipynb #5970492a
 def safe_load(path:str|Path, # a checkpoint or weights file
               map_location='cpu', # where to put the tensors
              ):
@@ -100,7 +101,7 @@ def safe_load(path:str|Path, # a checkpoint or weights file
     except Exception as e:
         raise ValueError(f'{path} could not be loaded as plain tensors (weights_only=True): {e}') from e
 
-# %% ../nbs/00_core.ipynb #f4ef5cc4
+# %% ../nbs/00_core.ipynb #850f6c2b
 def project_root()->Path:
     "The folder holding settings.ini (the repo), or the current folder when the kit is installed elsewhere."
     for p in [Path.cwd(), *Path.cwd().parents]:
@@ -120,7 +121,7 @@ def real_data_root()->Path|None:
 MARKET_MISSING = ("Real Market-1501 not found: set SLSR_REAL_DATA_ROOT to a folder holding "
                   "'Market-1501-v15.09.15/' (or place it at ../shared/data); skipping.")
 
-# %% ../nbs/00_core.ipynb #a6d7ff84
+# %% ../nbs/00_core.ipynb #2b72bf92
 def fresh_dir(path:str|Path, # output folder for a stage or run
               resume:bool=False, # reuse an existing folder and what it holds
               overwrite:bool=False, # delete what the folder holds first

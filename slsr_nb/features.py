@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['extract_features', 'save_features', 'load_features', 'model_fingerprint', 'data_fingerprint', 'cached_features']
 
-# %% ../nbs/04_features.ipynb #88ec10f0
+# %% ../nbs/04_features.ipynb #26f35c2b
 import hashlib, json, csv
 from pathlib import Path
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from .core import get_device, autocast, atomic_path, atomic_write_json
 
-# %% ../nbs/04_features.ipynb #4c719aec
+# %% ../nbs/04_features.ipynb #2e674474
 def _unpack(batch):
     "(imgs, pids, camids, paths) from a kit dict batch or a tuple batch."
     if isinstance(batch, dict):
@@ -29,7 +29,19 @@ def _embed(model, x, which):
         return model.features(x, which) if which else model.features(x)
     return model(x)
 
-# %% ../nbs/04_features.ipynb #0b52f024
+# %% ../nbs/04_features.ipynb #23e93a86
+def _rank_shard(loader, info):
+    "This rank's contiguous block of an in-order DataLoader (same batch size, workers and collate)."
+    DL = torch.utils.data.DataLoader
+    if not (isinstance(loader, DL) and isinstance(loader.sampler, torch.utils.data.SequentialSampler)):
+        raise ValueError('Distributed extraction needs an in-order DataLoader over a data set (shuffle=False, no '
+                         'custom sampler), so that the gathered features keep its order; pass distributed=False to '
+                         'extract everything on every rank.')
+    from slsr_nb.distributed import shard_range
+    idx = shard_range(len(loader.dataset), info.rank, info.world_size)
+    return DL(torch.utils.data.Subset(loader.dataset, list(idx)), batch_size=loader.batch_size,
+              num_workers=loader.num_workers, collate_fn=loader.collate_fn, drop_last=loader.drop_last)
+
 def extract_features(
     model:torch.nn.Module, # a `ReidNet` (its `features` is used) or any module mapping images to vectors
     loader, # an iterable of batches: kit dicts or (img, pid, camid[, path]) tuples
@@ -40,8 +52,13 @@ def extract_features(
     channels_last:bool=True, # channels-last memory format (faster convolutions on CPU and GPU)
     which:str|None=None, # `ReidNet` feature: 'pool' or 'bottleneck'; None: the model's setting
     progress:bool=True, # show a tqdm bar
+    distributed:bool|None=None, # split the images over ranks and gather; None: when running under torchrun with >1 process
 )->dict: # {'feats': (N, D) float32, 'pids': (N,) int64, 'camids': (N,) int64, 'paths': list of str}
-    "Features of every image in `loader`, with their pids, camids and paths."
+    "Features of every image in `loader`, with their pids, camids and paths (split over ranks under DDP, same order)."
+    from slsr_nb.distributed import is_distributed, dist_info, all_gather_objects
+    split = is_distributed() if distributed is None else distributed and is_distributed()
+    if split: loader = _rank_shard(loader, dist_info())
+    progress = progress and dist_info().is_main
     dev = device if isinstance(device, torch.device) else get_device(device)
     was_training = model.training
     model.eval().to(dev)
@@ -64,11 +81,15 @@ def extract_features(
     finally:
         model.train(was_training)
         if channels_last: model.to(memory_format=torch.contiguous_format)
+    if split:  # every rank's block, in rank order: the loader's original order
+        parts = all_gather_objects((feats, pids, camids, paths))
+        feats, pids, camids = (sum((list(p[i]) for p in parts), []) for i in range(3))
+        paths = sum((p[3] for p in parts), [])
     if not feats: raise ValueError('extract_features got an empty loader: no batches, so no features.')
     return dict(feats=torch.cat(feats).numpy(), pids=torch.cat(pids).long().numpy(),
                 camids=torch.cat(camids).long().numpy(), paths=paths)
 
-# %% ../nbs/04_features.ipynb #492a83d5
+# %% ../nbs/04_features.ipynb #067103da
 def save_features(out:dict, # as returned by `extract_features`
                   folder:str|Path, # destination folder
                   meta:dict|None=None, # extra fields for meta.json (model, data, settings)
@@ -102,7 +123,7 @@ def load_features(folder:str|Path, # a folder written by `save_features`
                 camids=np.array([int(r['camid']) for r in rows], dtype=np.int64),
                 paths=[r['path'] for r in rows], meta=meta)
 
-# %% ../nbs/04_features.ipynb #5773034d
+# %% ../nbs/04_features.ipynb #726fc69d
 def model_fingerprint(model:torch.nn.Module, # the network
                      )->str:
     "A short hash of the model's weights and buffers (equal weights, equal fingerprint)."

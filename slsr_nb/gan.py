@@ -8,7 +8,7 @@ __all__ = ['check_size', 'sample_noise', 'dcgan_init_', 'Generator', 'Discrimina
            'train_cluster_gans', 'split_counts', 'regenerate', 'generate', 'read_manifest', 'cluster_consistency',
            'show_real_vs_generated']
 
-# %% ../nbs/06_gan.ipynb #121000ba
+# %% ../nbs/06_gan.ipynb #383f729f
 import os, csv, json, time, math, warnings
 from pathlib import Path
 import numpy as np
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .core import (get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
 
-# %% ../nbs/06_gan.ipynb #bb58522d
+# %% ../nbs/06_gan.ipynb #9a533e8b
 def check_size(
     height:int, # output image height
     width:int,  # output image width
@@ -33,7 +33,7 @@ def check_size(
                              '(e.g. 128×64, the default, or 64×32 for fast CPU runs).')
     return int(height) // 16, int(width) // 16
 
-# %% ../nbs/06_gan.ipynb #537d61ac
+# %% ../nbs/06_gan.ipynb #f7486004
 def sample_noise(
     n:int,        # how many noise vectors
     nz:int=100,   # noise dimension
@@ -51,7 +51,7 @@ def dcgan_init_(m:nn.Module, # a layer (used with `module.apply`)
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02); nn.init.zeros_(m.bias)
 
-# %% ../nbs/06_gan.ipynb #94b332da
+# %% ../nbs/06_gan.ipynb #f7fec119
 class Generator(nn.Module):
     "DCGAN generator: linear → 4 stride-2 transposed convs (BatchNorm + ReLU) → tanh, output in [-1, 1]."
     def __init__(self,
@@ -77,7 +77,7 @@ class Generator(nn.Module):
         x = self.project(z).view(z.shape[0], -1, self.h0, self.w0)
         return self.net(F.relu(self.bn0(x)))
 
-# %% ../nbs/06_gan.ipynb #b7e87254
+# %% ../nbs/06_gan.ipynb #1605503c
 class Discriminator(nn.Module):
     "DCGAN discriminator: 4 stride-2 convs (BatchNorm except on the first, LeakyReLU 0.2) → linear → one logit."
     def __init__(self,
@@ -98,7 +98,7 @@ class Discriminator(nn.Module):
 
     def forward(self, x): return self.head(self.net(x).flatten(1)).squeeze(1)
 
-# %% ../nbs/06_gan.ipynb #ffd556d5
+# %% ../nbs/06_gan.ipynb #401bd2d6
 def gan_step(
     G:nn.Module, D:nn.Module,   # generator and discriminator (in train mode)
     opt_g, opt_d,               # their optimizers
@@ -119,7 +119,7 @@ def gan_step(
     opt_g.zero_grad(set_to_none=True); loss_g.backward(); opt_g.step()
     return loss_d.detach(), loss_g.detach()
 
-# %% ../nbs/06_gan.ipynb #eb01a2cc
+# %% ../nbs/06_gan.ipynb #c688507a
 def _read_rgb(path):
     try: from slsr_nb.data.datasets import read_image
     except ImportError: read_image = None
@@ -147,7 +147,7 @@ def load_images(
 def _to_unit(x:torch.Tensor): return x.float().div_(127.5).sub_(1)        # uint8 → [-1, 1]
 def _to_uint8(x:torch.Tensor): return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
-# %% ../nbs/06_gan.ipynb #4b648b63
+# %% ../nbs/06_gan.ipynb #5f226627
 def save_grid(
     images:torch.Tensor, # (N, 3, H, W) in [-1, 1]
     path:str|Path,       # PNG file
@@ -182,7 +182,7 @@ def recalibrate_bn(
     for _ in range(n_batches): G(sample_noise(batch_size, G.nz, generator).to(dev))
     for m, (mom, tr) in zip(bns, old): m.momentum = mom; m.train(tr)
 
-# %% ../nbs/06_gan.ipynb #1f8b7cc2
+# %% ../nbs/06_gan.ipynb #4a107e58
 def _device(device): return get_device(device) if isinstance(device, str) or device is None else torch.device(device)
 
 def _epoch_rng(seed, epoch, salt=0): return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 7 + salt) % 2**63)
@@ -201,7 +201,7 @@ def build_gan(height=128, width=64, nz=100, ngf=64, ndf=64, seed=0, device=None,
     mf = torch.channels_last if channels_last else torch.contiguous_format
     return G.to(dev, memory_format=mf), D.to(dev, memory_format=mf)
 
-# %% ../nbs/06_gan.ipynb #427c2f41
+# %% ../nbs/06_gan.ipynb #30fa089e
 def train_gan(
     images,                  # uint8 tensor (N, 3, height, width) of real images, or a list of image paths
     out_dir:str|Path,        # run folder: last.pt, samples/epoch_XXX.png, losses.png, log.jsonl
@@ -285,7 +285,7 @@ def train_gan(
     if history: plot_losses(history, out/'losses.png', title=name)
     return dict(history=history, out_dir=str(out), n_images=n, batch_size=bs, epochs=epochs)
 
-# %% ../nbs/06_gan.ipynb #7934bc27
+# %% ../nbs/06_gan.ipynb #6c8c005b
 def plot_losses(
     history:list,          # train_gan's history (one dict per epoch)
     save:str|Path|None=None, # PNG file
@@ -305,7 +305,7 @@ def plot_losses(
     plt.close(fig)
     return fig
 
-# %% ../nbs/06_gan.ipynb #10ab374c
+# %% ../nbs/06_gan.ipynb #9ce141bc
 def _epoch_grids(gan_dir):
     files = sorted((Path(gan_dir)/'samples').glob('epoch_*.png'))
     if not files: raise FileNotFoundError(f'No sample grids in {Path(gan_dir)/"samples"}; train the GAN first.')
@@ -336,7 +336,7 @@ def epoch_gif(
         frames[0].save(tmp, format='GIF', save_all=True, append_images=frames[1:], duration=ms, loop=0)
     return save
 
-# %% ../nbs/06_gan.ipynb #96169efb
+# %% ../nbs/06_gan.ipynb #3ad41513
 def _train_one(job):
     c, paths, out, kw, threads = job
     if threads: torch.set_num_threads(threads)
@@ -358,7 +358,7 @@ def train_cluster_gans(
     resume:bool=True,        # continue each cluster from its checkpoint
     **kwargs,                # passed to train_gan (epochs, batch_size, lr, ngf, ...)
 )->dict:                     # the gans.json content
-    "Train one DCGAN per cluster, each only on that cluster's images; write gans.json."
+    "Train one DCGAN per cluster, each only on that cluster's images; write gans.json. Under torchrun, clusters are dealt to ranks."
     labels = np.asarray(labels)
     if len(paths) != len(labels): raise ValueError(f'{len(paths)} paths but {len(labels)} cluster labels.')
     check_size(height, width)
@@ -372,12 +372,21 @@ def train_cluster_gans(
     jobs = [(c, [str(p) for p, l in zip(paths, labels) if l == c], str(out/f'cluster_{c}'),
              {**kw, 'seed': seed + c, **({'progress': False} if workers > 1 else {})}, threads) for c in clusters]
     t0 = time.perf_counter()
+    from slsr_nb.distributed import is_distributed, dist_info, assign_clusters, all_gather_objects, barrier
+    info_r = dist_info()
+    if is_distributed():  # each rank trains the clusters dealt to it (largest first to the least-loaded rank)
+        mine = set(assign_clusters([len(j[1]) for j in jobs], info_r.world_size)[info_r.rank])
+        jobs = [j if info_r.is_main else (*j[:3], {**j[3], 'progress': False}, j[4])
+                for i, j in enumerate(jobs) if i in mine]
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         import slsr_nb.gan as _m   # the worker function must be importable in the spawned processes
         with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex: done = list(ex.map(_m._train_one, jobs))
     else: done = [_train_one(j) for j in jobs]
+    done = sorted(sum(all_gather_objects(done), []), key=lambda cd: cd[0])  # every rank's clusters
+    if not info_r.is_main:
+        barrier(); return json.loads((out/'gans.json').read_text())
     prev = json.loads((out/'gans.json').read_text()) if (out/'gans.json').is_file() else {}
     if prev and (prev['height'], prev['width']) != (height, width):
         raise ValueError(f'{out/"gans.json"} holds {prev["height"]}×{prev["width"]} GANs; asked for {height}×{width}.')
@@ -385,9 +394,10 @@ def train_cluster_gans(
                 clusters={**prev.get('clusters', {}), **{str(c): d for c, d in done}},   # earlier clusters kept
                 data_dirs=sorted({*prev.get('data_dirs', []), *(str(Path(p).resolve().parent) for p in paths)}))
     atomic_write_json(info, out/'gans.json')
+    barrier()  # the other ranks read gans.json once it is there
     return info
 
-# %% ../nbs/06_gan.ipynb #84fbac0e
+# %% ../nbs/06_gan.ipynb #69ad89c2
 def split_counts(
     n:int,            # total number of images
     sizes:dict,       # cluster → size (number of real images)
@@ -402,7 +412,7 @@ def split_counts(
     for c in sorted(raw, key=lambda c: (out[c] - raw[c], str(c)))[:n - sum(out.values())]: out[c] += 1
     return out
 
-# %% ../nbs/06_gan.ipynb #21b58497
+# %% ../nbs/06_gan.ipynb #66dffacc
 def _load_generator(gan_dir, c, device):
     ck = safe_load(Path(gan_dir)/f'cluster_{c}'/'last.pt', map_location=device)
     cfg = ck['config']
@@ -431,7 +441,7 @@ def regenerate(
     dev = _device(device)
     return _draw(_load_generator(gan_dir, cluster, dev), [seed], resize_to, dev)[0]
 
-# %% ../nbs/06_gan.ipynb #b53b1e10
+# %% ../nbs/06_gan.ipynb #871101ea
 def generate(
     gan_dir:str|Path,     # train_cluster_gans folder (holds gans.json)
     n:int,                # images in total (paper: 12,000 Market/Duke, 18,000 CUHK03, 8,000 VIPeR)
@@ -445,7 +455,7 @@ def generate(
     device=None,
     progress:bool=True,
 )->Path:                  # out_dir/manifest.csv
-    "Generate `n` images across the clusters' GANs into `out_dir` with a manifest (file, cluster, seed)."
+    "Generate `n` images across the clusters' GANs into `out_dir` with a manifest (file, cluster, seed); clusters spread over ranks under torchrun."
     info_p = Path(gan_dir)/'gans.json'
     if not info_p.is_file(): raise FileNotFoundError(f'No gans.json in {gan_dir}: train the GANs with train_cluster_gans first.')
     info = json.loads(info_p.read_text())
@@ -461,12 +471,19 @@ def generate(
     forbidden = [r for r in [*info.get('data_dirs', []), real_data_root()] if r is not None]
     if hit := next((r for r in forbidden if _inside(out_dir, r)), None):
         raise ValueError(f'Refusing to write generated images into {out_dir}: it lies inside the real data folder {hit}.')
-    out = fresh_dir(out_dir, overwrite=overwrite)
+    from slsr_nb.distributed import dist_info, is_distributed, assign_clusters, barrier, merge_manifests
+    info_r = dist_info()
+    if info_r.is_main: fresh_dir(out_dir, overwrite=overwrite)
+    barrier(); out = Path(out_dir)
     dev = _device(device)
-    rows, k = [], 0
-    bar = tqdm(total=n, desc='generating', disable=not progress)
-    for c, m in counts.items():
-        if m == 0: continue
+    order = [c for c, m in counts.items() if m > 0]
+    first = dict(zip(order, np.cumsum([0] + [counts[c] for c in order])[:-1].tolist()))  # image index of each cluster's first
+    mine = (assign_clusters([counts[c] for c in order], info_r.world_size)[info_r.rank] if is_distributed()
+            else range(len(order)))
+    rows = []
+    bar = tqdm(total=sum(counts[order[i]] for i in mine), desc='generating', disable=not (progress and info_r.is_main))
+    for c in (order[i] for i in mine):
+        m, k = counts[c], first[c]
         G = _load_generator(gan_dir, c, dev)
         (out/'images'/f'c{c}').mkdir(parents=True, exist_ok=True)
         for i in range(0, m, batch_size):
@@ -476,10 +493,16 @@ def generate(
                 im.save(out/f); rows.append((f, int(c), s))
             k += len(seeds); bar.update(len(seeds))
     bar.close()
-    atomic_write_json(dict(gan_dir=str(gan_dir), n=n, counts=counts, resize_to=resize_to, seed=seed, ext=ext),
-                      out/'generate.json')
-    lines = ['file,cluster,seed'] + [f'{f},{c},{s}' for f, c, s in rows]
-    atomic_write_text('\n'.join(lines) + '\n', out/'manifest.csv')
+    part = out/f'manifest.rank{info_r.rank}.csv'  # one per rank, merged by rank 0 (in one process: just this one)
+    atomic_write_text('\n'.join(['file,cluster,seed'] + [f'{f},{c},{s}' for f, c, s in rows]) + '\n', part)
+    barrier()
+    if info_r.is_main:
+        parts = [out/f'manifest.rank{r}.csv' for r in range(info_r.world_size)]
+        merge_manifests(parts, out/'manifest.csv')
+        for q in parts: q.unlink()
+        atomic_write_json(dict(gan_dir=str(gan_dir), n=n, counts=counts, resize_to=resize_to, seed=seed, ext=ext),
+                          out/'generate.json')
+    barrier()
     return out/'manifest.csv'
 
 def read_manifest(
@@ -498,7 +521,7 @@ def read_manifest(
         raise FileNotFoundError(f'{path}: {len(missing)} of {len(rows)} listed images are missing, e.g. {missing[:3]}')
     return rows
 
-# %% ../nbs/06_gan.ipynb #75829983
+# %% ../nbs/06_gan.ipynb #15f740e2
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @torch.no_grad()
@@ -552,7 +575,7 @@ def cluster_consistency(
     if save is not None: atomic_write_json(rows, save)
     return rows
 
-# %% ../nbs/06_gan.ipynb #923990f0
+# %% ../nbs/06_gan.ipynb #e3ba9d1b
 def show_real_vs_generated(
     manifest:str|Path,        # generate's manifest.csv
     real_paths:list, real_labels, # real training images and their cluster labels

@@ -10,7 +10,7 @@ __all__ = ['KNOWN_DATASETS', 'SMOOTHING_KINDS', 'BACKBONES', 'PARAMS', 'STAGE_NA
            'plot_cmc_curves', 'stage_report', 'pipeline_stages', 'run_pipeline', 'results_table', 'list_runs',
            'compare_runs']
 
-# %% ../nbs/11_pipeline.ipynb #3a9f4b07
+# %% ../nbs/11_pipeline.ipynb #cb5b4a8d
 import os, sys, json, time, hashlib, importlib, numbers, contextlib, datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Callable, Any
 import yaml
 from .core import atomic_write_json, atomic_write_text, project_root, default_data_root, seed_everything
 
-# %% ../nbs/11_pipeline.ipynb #46a8b40b
+# %% ../nbs/11_pipeline.ipynb #77ddc242
 KNOWN_DATASETS = ('synthetic', 'market1501', 'dukemtmc', 'cuhk03', 'viper') # used when slsr_nb.data.datasets is absent
 SMOOTHING_KINDS = ('onehot', 'lsr', 'lsro', 'slsr')
 BACKBONES = ('resnet50', 'densenet121', 'resnet18', 'tiny')
@@ -77,7 +77,7 @@ def default_params()->dict:
     return {k: (list(p.default) if isinstance(p.default, list) else dict(p.default) if isinstance(p.default, dict) else p.default)
             for k, p in PARAMS.items()}
 
-# %% ../nbs/11_pipeline.ipynb #6628204b
+# %% ../nbs/11_pipeline.ipynb #c1ef1d58
 def known_datasets()->tuple:
     "Names `load_dataset` accepts: the data module's registry when it is installed, else the paper's four + synthetic."
     try: from slsr_nb.data.datasets import list_datasets
@@ -123,7 +123,7 @@ def _check_one(name, v, p:Param):
     if p.hi is not None and v > p.hi: return v, f'{name}: {v!r} is above the maximum {p.hi}'
     return v, None
 
-# %% ../nbs/11_pipeline.ipynb #91c0ce10
+# %% ../nbs/11_pipeline.ipynb #e64c6eeb
 STAGE_NAMES = ('data', 'baseline', 'features', 'clusters', 'gans', 'generate', 'finetune', 'evaluate', 'report')
 
 class ParamError(ValueError):
@@ -160,7 +160,7 @@ def validate_params(
     if errs: raise ParamError('invalid run parameters:\n  ' + '\n  '.join(errs))
     return out
 
-# %% ../nbs/11_pipeline.ipynb #79ed7545
+# %% ../nbs/11_pipeline.ipynb #d756dad3
 def load_params(
     path:str|Path|None=None, # a YAML file of parameters, or None
     **overrides, # values that replace the file's
@@ -176,7 +176,7 @@ def load_params(
     params.update({k: v for k, v in overrides.items()})
     return validate_params(params)
 
-# %% ../nbs/11_pipeline.ipynb #d6c645c2
+# %% ../nbs/11_pipeline.ipynb #f28828a4
 def stage_key(
     name:str, # the stage
     params:dict, # the parameters this stage reads (only those)
@@ -188,7 +188,13 @@ def stage_key(
                       sort_keys=True, default=str, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()
 
-# %% ../nbs/11_pipeline.ipynb #29b32be9
+# %% ../nbs/11_pipeline.ipynb #e3e17893
+def _dist():
+    "The kit's distributed helpers (imported on first use: they need torch)."
+    return importlib.import_module('slsr_nb.distributed')
+
+def _main()->bool: return _dist().dist_info().is_main
+
 class StageUnavailable(RuntimeError):
     "A stage needs a module of the kit that is not installed or failed to import."
 
@@ -208,6 +214,7 @@ class RunFolder:
 
     def __enter__(self):
         import fcntl
+        if not _dist().dist_info().is_main: self.log = lambda *a, **k: None; return self  # rank 0 holds the lock and talks
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = open(self.path/'.lock', 'w')
         try: fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -223,32 +230,44 @@ class RunFolder:
 
     def is_done(self, name:str, key:str)->bool: return (self.stage_dir(name, key)/'done.json').is_file()
 
+    def _finished(self, d:Path, key:str)->dict|None:
+        marker = d/'done.json'
+        if not marker.is_file(): return None
+        rec = json.loads(marker.read_text())
+        return rec if rec.get('key') == key else None
+
     def stage(self,
               name:str, # stage name
               key:str, # from `stage_key`
               fn:Callable, # fn(out_dir:Path) -> JSON-serialisable result
+              parallel:bool=False, # under torchrun: every rank runs `fn` (it splits the work); else rank 0 alone
              ):
         "Return the stored result of a finished stage, or run `fn` in the stage's folder and mark it done."
-        d = self.stage_dir(name, key); marker = d/'done.json'
-        if marker.is_file():
-            rec = json.loads(marker.read_text())
-            if rec.get('key') == key:
-                self.log(f'[{name}] finished earlier, reusing {d.relative_to(self.path)}')
-                self.reused.append(name); self.timings[name] = 0.0
-                return rec['result']
-        resumed = d.is_dir() and any(d.iterdir())
-        d.mkdir(parents=True, exist_ok=True)
-        self.log(f'[{name}] ' + ('resuming unfinished stage in ' if resumed else 'running in ') + str(d.relative_to(self.path)))
+        D = _dist(); main = D.dist_info().is_main
+        d = self.stage_dir(name, key)
+        rec = D.broadcast_object(self._finished(d, key) if main else None)  # rank 0 decides for everyone
+        if rec is not None:
+            self.log(f'[{name}] finished earlier, reusing {d.relative_to(self.path)}')
+            self.reused.append(name); self.timings[name] = 0.0
+            return rec['result']
+        if main:
+            resumed = d.is_dir() and any(d.iterdir())
+            d.mkdir(parents=True, exist_ok=True)
+            self.log(f'[{name}] ' + ('resuming unfinished stage in ' if resumed else 'running in ') + str(d.relative_to(self.path)))
+        D.barrier()
         t0 = time.time()
-        result = fn(d)
+        result = fn(d) if parallel or main else None
+        D.barrier()  # every rank has finished its part before the stage is marked done
         secs = time.time() - t0
-        atomic_write_json({'stage': name, 'key': key, 'result': result, 'seconds': round(secs, 3), 'resumed': resumed,
-                           'finished': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}, marker)
+        if main:
+            atomic_write_json({'stage': name, 'key': key, 'result': result, 'seconds': round(secs, 3), 'resumed': resumed,
+                               'finished': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}, d/'done.json')
         self.timings[name] = secs
         self.log(f'[{name}] done in {secs:.1f}s')
-        return json.loads(marker.read_text())['result']  # the same (JSON round-tripped) value a later reuse returns
+        # the same (JSON round-tripped) value a later reuse returns, rank 0's on every rank
+        return D.broadcast_object(json.loads((d/'done.json').read_text())['result'] if main else None)
 
-# %% ../nbs/11_pipeline.ipynb #5c6a7b36
+# %% ../nbs/11_pipeline.ipynb #cbeb0401
 def need(module:str, # e.g. 'slsr_nb.cluster'
          stage:str='', # the stage that needs it, for the message
         ):
@@ -258,7 +277,7 @@ def need(module:str, # e.g. 'slsr_nb.cluster'
         raise StageUnavailable(f"stage {stage!r} needs {module}, which could not be imported ({e}); "
                                "install the full kit (pip install -e .) or run fewer stages (stages=...)") from e
 
-# %% ../nbs/11_pipeline.ipynb #4e8ee40e
+# %% ../nbs/11_pipeline.ipynb #fb938cbb
 @dataclass
 class Ctx:
     "What a stage sees: the parameters, the run folder, and the results and keys of earlier stages."
@@ -276,6 +295,7 @@ class Stage:
     reads: tuple = () # parameter names that change its result
     deps: tuple = () # earlier stages it consumes
     version: int = 1
+    parallel: bool = False # under torchrun, every rank runs it (training, extraction, GANs); else rank 0 alone
 
     def key(self, ctx:Ctx)->str:
         return stage_key(self.name, {k: ctx.params[k] for k in self.reads},
@@ -296,11 +316,11 @@ def run_stages(
         missing = [d for d in st.deps if d not in ctx.keys]
         if missing: raise RuntimeError(f'stage {st.name!r} needs {missing} to run before it')
         k = ctx.keys[st.name] = st.key(ctx)
-        ctx.results[st.name] = ctx.run.stage(st.name, k, lambda out, st=st: st.fn(ctx, out))
+        ctx.results[st.name] = ctx.run.stage(st.name, k, lambda out, st=st: st.fn(ctx, out), parallel=st.parallel)
         if until is not None and st.name == last: break
     return ctx.results
 
-# %% ../nbs/11_pipeline.ipynb #5638b48a
+# %% ../nbs/11_pipeline.ipynb #c29d9a7a
 def _rel(ctx, p): return str(Path(p).resolve().relative_to(ctx.run.path))
 def _abs(ctx, p): return ctx.run.path/p
 
@@ -322,7 +342,7 @@ def stage_data(ctx:Ctx, out:Path)->dict:
     atomic_write_json(res, out/'summary.json')
     return res
 
-# %% ../nbs/11_pipeline.ipynb #14c62ca1
+# %% ../nbs/11_pipeline.ipynb #f2665832
 def _train_kw(ctx)->dict:
     "Training settings shared by the baseline and every fine-tuning stage."
     p = ctx.params
@@ -339,21 +359,21 @@ def stage_baseline(ctx:Ctx, out:Path)->dict:
 def _model(ctx, rel):
     return need('slsr_nb.models', 'features').load_model(_abs(ctx, rel))
 
-# %% ../nbs/11_pipeline.ipynb #7dfc1c1d
+# %% ../nbs/11_pipeline.ipynb #b9e35334
 def stage_features(ctx:Ctx, out:Path)->dict:
     "Pooled last-conv features of every training image, from the baseline (Algorithm 1, step 2)."
     ds, fe = need('slsr_nb.data.datasets', 'features'), need('slsr_nb.features', 'features'); p = ctx.params
     model = _model(ctx, ctx.results['baseline']['model'])
     loader = ds.build_loader(_data(ctx).train, ds.build_transforms(p['height'], p['width'], train=False),
                              batch_size=max(p['batch_size'], 64), train=False, num_workers=p['num_workers'])
-    f = fe.extract_features(model, loader, device=p['device'], amp=p['amp'], which='pool')
-    fe.save_features(f, out/'train', meta={'model': ctx.results['baseline']['model']})
+    f = fe.extract_features(model, loader, device=p['device'], amp=p['amp'], which='pool')  # split over ranks
+    if _main(): fe.save_features(f, out/'train', meta={'model': ctx.results['baseline']['model']})
     return {'train': _rel(ctx, out/'train'), 'n': int(len(f['feats'])), 'dim': int(f['feats'].shape[1])}
 
 def _feats(ctx):
     return need('slsr_nb.features', 'features').load_features(_abs(ctx, ctx.results['features']['train']))
 
-# %% ../nbs/11_pipeline.ipynb #68e0d05c
+# %% ../nbs/11_pipeline.ipynb #80a82ae0
 def stage_clusters(ctx:Ctx, out:Path)->dict:
     "k-means on the features, k chosen by the silhouette unless fixed; UMAP and montage figures (step 3)."
     import numpy as np, matplotlib.pyplot as plt
@@ -375,7 +395,7 @@ def stage_clusters(ctx:Ctx, out:Path)->dict:
             'identity_sets': [list(map(int, c['identities'])) for c in stats['clusters']],
             'dir': _rel(ctx, out), 'figures': [_rel(ctx, x) for x in figs if Path(x).exists()]}
 
-# %% ../nbs/11_pipeline.ipynb #406f69c2
+# %% ../nbs/11_pipeline.ipynb #1fbd998a
 def _gan_hw(p): return p['gan_size'], p['gan_size'] // 2
 
 def stage_gans(ctx:Ctx, out:Path)->dict:
@@ -386,7 +406,7 @@ def stage_gans(ctx:Ctx, out:Path)->dict:
     gan.train_cluster_gans(list(a['paths']), a['labels'], out, height=h, width=w, seed=p['seed'], resume=True,
                            epochs=p['gan_epochs'], batch_size=p['gan_batch_size'], device=p['device'])
     figs = []
-    for c in range(ctx.results['clusters']['k']):
+    for c in range(ctx.results['clusters']['k']) if _main() else ():
         cd = out/f'cluster_{c}'
         if (cd/'last.pt').exists() and any((cd/'samples').glob('*.png')): figs.append(gan.epoch_strip(cd))
     return {'dir': _rel(ctx, out), 'figures': [_rel(ctx, f) for f in figs]}
@@ -396,11 +416,12 @@ def stage_generate(ctx:Ctx, out:Path)->dict:
     cl, gan = need('slsr_nb.cluster', 'generate'), need('slsr_nb.gan', 'generate'); p = ctx.params
     man = gan.generate(_abs(ctx, ctx.results['gans']['dir']), p['n_generated'], out, resize_to=(p['height'], p['width']),
                        seed=p['seed'], overwrite=True, device=p['device'])  # an unfinished stage is redone whole
+    if not _main(): return {}  # rank 0's result is the stage's
     a = cl.load_clusters(_abs(ctx, ctx.results['clusters']['dir']))
     figs = [gan.show_real_vs_generated(man, list(a['paths']), a['labels'], seed=p['seed'], save=out/'real_vs_generated.png')]
     return {'manifest': _rel(ctx, man), 'n': p['n_generated'], 'figures': [_rel(ctx, f) for f in figs if f]}
 
-# %% ../nbs/11_pipeline.ipynb #36594fd2
+# %% ../nbs/11_pipeline.ipynb #390b7739
 def _method(kind, noise): return ('baseline' if kind == 'onehot' else kind) + ('+noise' if noise and kind in ('lsro', 'slsr') else '')
 
 def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
@@ -413,7 +434,7 @@ def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
                 **_train_kw(ctx))
     return {'model': _rel(ctx, out/'model.pt'), 'method': _method(kind, p['noise_layer']), 'n_generated': len(gen)}
 
-# %% ../nbs/11_pipeline.ipynb #bd05052a
+# %% ../nbs/11_pipeline.ipynb #c522be60
 RANKS = (1, 5, 10, 20)
 
 def _summary(r:dict)->dict:
@@ -441,6 +462,7 @@ def stage_evaluate(ctx:Ctx, out:Path, model_stage:str)->dict:
     for split, recs in (('query', d.query), ('gallery', d.gallery)):
         loader = ds.build_loader(recs, tf, batch_size=max(p['batch_size'], 64), train=False, num_workers=p['num_workers'])
         feats[split] = fe.extract_features(model, loader, device=p['device'], amp=p['amp'])
+    if not _main(): return {}  # features were extracted on every rank; rank 0 scores and draws
     q, g = feats['query'], feats['gallery']
     kw = dict(metric=p['metric'], **_eval_protocol(d))
     res = {}
@@ -453,7 +475,7 @@ def stage_evaluate(ctx:Ctx, out:Path, model_stage:str)->dict:
     atomic_write_json(res, out/'metrics.json')
     return {**res, 'figures': [_rel(ctx, out/'ranked.png')]}
 
-# %% ../nbs/11_pipeline.ipynb #0fd779d8
+# %% ../nbs/11_pipeline.ipynb #8f2f8c1b
 def plot_cmc_curves(curves:dict, # name -> CMC (fractions, rank 1 first)
                     save:str|Path, # PNG file (written atomically)
                     title:str='CMC', # figure title
@@ -487,7 +509,7 @@ def stage_report(ctx:Ctx, out:Path)->dict:
     return {'results': results, 'cmc': _rel(ctx, out/'cmc.json'), 'cmc_png': _rel(ctx, out/'cmc.png'),
             'protocol': ctx.results['data']['protocol'], 'figures': [_rel(ctx, out/'cmc.png')] + ranked}
 
-# %% ../nbs/11_pipeline.ipynb #d9e8245d
+# %% ../nbs/11_pipeline.ipynb #5719bfb4
 def pipeline_stages(params:dict)->list:
     "The stages of Algorithm 1 for these parameters, in order, each with the parameters it reads."
     data = ('dataset', 'data_root', 'protocol')
@@ -495,24 +517,24 @@ def pipeline_stages(params:dict)->list:
     kinds = params['smoothing']
     gen = any(k in ('lsro', 'slsr') for k in kinds)
     st = [Stage('data', stage_data, reads=data),
-          Stage('baseline', stage_baseline, reads=train + ('weights', 'epochs'), deps=('data',)),
-          Stage('evaluate-baseline', lambda c, o: stage_evaluate(c, o, 'baseline'), reads=('metric', 'rerank'), deps=('baseline',))]
+          Stage('baseline', stage_baseline, reads=train + ('weights', 'epochs'), deps=('data',), parallel=True),
+          Stage('evaluate-baseline', lambda c, o: stage_evaluate(c, o, 'baseline'), reads=('metric', 'rerank'), deps=('baseline',), parallel=True)]
     if kinds and ('slsr' in kinds or gen):
-        st += [Stage('features', stage_features, reads=('height', 'width'), deps=('baseline',)),
+        st += [Stage('features', stage_features, reads=('height', 'width'), deps=('baseline',), parallel=True),
                Stage('clusters', stage_clusters, reads=('k', 'k_min', 'k_max', 'seed'), deps=('features',))]
     if gen:
-        st += [Stage('gans', stage_gans, reads=('gan_size', 'gan_epochs', 'gan_batch_size', 'seed'), deps=('clusters',)),
-               Stage('generate', stage_generate, reads=('n_generated', 'height', 'width', 'seed'), deps=('gans',))]
+        st += [Stage('gans', stage_gans, reads=('gan_size', 'gan_epochs', 'gan_batch_size', 'seed'), deps=('clusters',), parallel=True),
+               Stage('generate', stage_generate, reads=('n_generated', 'height', 'width', 'seed'), deps=('gans',), parallel=True)]
     for k in kinds:
         deps = ('baseline',) + (('clusters', 'generate') if k in ('lsro', 'slsr') else ())
         noise = ('noise_layer',) if k in ('lsro', 'slsr') else ()
-        st += [Stage(f'finetune-{k}', lambda c, o, k=k: stage_finetune(c, o, k), reads=train + ('finetune_epochs',) + (('eps',) if k == 'lsr' else ()) + noise, deps=deps),
-               Stage(f'evaluate-{k}', lambda c, o, k=k: stage_evaluate(c, o, f'finetune-{k}'), reads=('metric', 'rerank'), deps=(f'finetune-{k}',))]
+        st += [Stage(f'finetune-{k}', lambda c, o, k=k: stage_finetune(c, o, k), reads=train + ('finetune_epochs',) + (('eps',) if k == 'lsr' else ()) + noise, deps=deps, parallel=True),
+               Stage(f'evaluate-{k}', lambda c, o, k=k: stage_evaluate(c, o, f'finetune-{k}'), reads=('metric', 'rerank'), deps=(f'finetune-{k}',), parallel=True)]
     evals = tuple(s.name for s in st if s.name.startswith('evaluate-'))
     st.append(Stage('report', stage_report, reads=('dataset', 'backbone'), deps=('data',) + evals))
     return st
 
-# %% ../nbs/11_pipeline.ipynb #7058e543
+# %% ../nbs/11_pipeline.ipynb #0365b18c
 _RUN_ONLY = ('run_dir', 'overwrite', 'num_workers', 'device', 'stages') # where/how a run happens, not what it computes
 
 def _science(p): return {k: v for k, v in p.items() if k not in _RUN_ONLY}
@@ -525,21 +547,22 @@ def run_pipeline(
     "Run (or resume) the SLSR pipeline into `params['run_dir']` and return where it is and its results."
     p = validate_params(params)
     stages = pipeline_stages(p) if stages is None else stages
+    main = _main()  # under torchrun: rank 0 writes the run's files, every rank runs the parallel stages
     with RunFolder(p['run_dir'], log=log) as run:
         pf, mf = run.path/'params.yaml', run.path/'metrics.json'
-        if pf.exists() and mf.exists():
+        if main and pf.exists() and mf.exists():
             old = yaml.safe_load(pf.read_text()) or {}
             if _science(old) != _science(p) and not p['overwrite']:
                 raise FileExistsError(f'{run.path} holds a finished run with other parameters '
                                       f'({", ".join(sorted(k for k in _science(p) if old.get(k) != p[k]))} differ); '
                                       'pick another run_dir or pass overwrite=True')
-        atomic_write_text(yaml.safe_dump(p, sort_keys=True), pf)
+        if main: atomic_write_text(yaml.safe_dump(p, sort_keys=True), pf)
         ctx = Ctx(p, run)
         t0 = time.time()
         results = run_stages(stages, ctx, until=p['stages'])
         timings = {'stages': {k: round(v, 3) for k, v in run.timings.items()}, 'total': round(time.time() - t0, 3),
                    'reused': run.reused}
-        atomic_write_json(timings, run.path/'timings.json')
+        if main: atomic_write_json(timings, run.path/'timings.json')
         ev = results.get('report')
         metrics = None
         if ev is not None:
@@ -549,11 +572,11 @@ def run_pipeline(
                        'clusters': {'k': results['clusters']['k'], 'sizes': results['clusters']['sizes']}
                                    if 'clusters' in results else None,
                        'stage_keys': {k: v[:12] for k, v in ctx.keys.items()}}
-            atomic_write_json(metrics, mf)
+            if main: atomic_write_json(metrics, mf)
         return {'run_dir': str(run.path), 'metrics': metrics, 'timings': timings, 'reused': list(run.reused),
                 'results': results}
 
-# %% ../nbs/11_pipeline.ipynb #c2f54f20
+# %% ../nbs/11_pipeline.ipynb #f501f0a2
 def results_table(metrics:dict, # a run's metrics.json content
                  )->str:        # a plain-text table
     "The results of one run as a text table, protocol named."
@@ -568,7 +591,7 @@ def results_table(metrics:dict, # a run's metrics.json content
     lines.append(f"dataset: {metrics.get('dataset', '?')}   protocol: {proto.get('protocol', proto) or '?'}")
     return '\n'.join(lines)
 
-# %% ../nbs/11_pipeline.ipynb #8b78735f
+# %% ../nbs/11_pipeline.ipynb #6a4ffc02
 def list_runs(root:str|Path='runs', # folder holding run folders (searched recursively)
              )->list:               # one dict per run, newest first
     "Run folders under `root` (those holding a params.yaml), with their status and headline metrics."

@@ -6,7 +6,7 @@
 __all__ = ['merge_batches', 'cross_entropy_loss', 'read_log', 'plot_log', 'train_model', 'val_split', 'make_val_fn',
            'run_baseline']
 
-# %% ../nbs/08_train.ipynb #a490a3eb
+# %% ../nbs/08_train.ipynb #710ca0c2
 import json, math, random, time
 from pathlib import Path
 import numpy as np
@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import get_device, autocast, seed_everything, atomic_save, atomic_write_text, safe_load, fresh_dir
 from .models import param_groups, save_model
+from .distributed import dist_info, is_distributed, barrier, all_reduce_sum, any_rank, all_gather_objects
 
-# %% ../nbs/08_train.ipynb #0ffa4425
+# %% ../nbs/08_train.ipynb #36cdc388
 def merge_batches(batches:list, # dict batches with the same keys
                  )->dict:
     "Concatenate dict batches (tensors along dim 0, lists joined) and add `source` (index of the batch of origin)."
@@ -35,14 +36,14 @@ def merge_batches(batches:list, # dict batches with the same keys
 def _to(batch:dict, dev:torch.device)->dict:
     return {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-# %% ../nbs/08_train.ipynb #a51943eb
+# %% ../nbs/08_train.ipynb #2525bc57
 def cross_entropy_loss(logits:torch.Tensor, # (B, K) logits
                        batch:dict, # the batch; uses batch['pid']
                       )->torch.Tensor:
     "Eq. 6: cross-entropy of the identity labels."
     return F.cross_entropy(logits.float(), batch['pid'])
 
-# %% ../nbs/08_train.ipynb #7aa89cc7
+# %% ../nbs/08_train.ipynb #7eb42cb2
 def _generators(loader):
     "The distinct torch.Generators a loader draws from (its own, its sampler's, its batch sampler's)."
     gens = []
@@ -72,7 +73,7 @@ def _set_epoch(loaders, epoch:int):
             if hasattr(s, 'set_epoch'): s.set_epoch(epoch)
             elif hasattr(s, 'epoch') and isinstance(s.epoch, int): s.epoch = epoch
 
-# %% ../nbs/08_train.ipynb #03e2eb89
+# %% ../nbs/08_train.ipynb #d647123f
 def read_log(out_dir:str|Path, # a training run folder
             )->list[dict]:
     "The per-epoch records of a run's `log.jsonl` ([] when there is none)."
@@ -100,7 +101,7 @@ def plot_log(out_dir:str|Path, # a training run folder
         with atomic_path(Path(out_dir)/'curves.png') as t: fig.savefig(t, dpi=80, format='png')
     return fig
 
-# %% ../nbs/08_train.ipynb #5eebae56
+# %% ../nbs/08_train.ipynb #fe0e9de4
 def _cycle(it):
     "Repeat an iterable (a loader is re-iterated, so it reshuffles); an empty or one-shot one is an error, not a hang."
     while True:
@@ -108,7 +109,16 @@ def _cycle(it):
         for x in it: n += 1; yield x
         if not n: raise ValueError('An extra loader yielded no batches (empty, or a one-shot iterator that ran out).')
 
+def _average_grads(module:nn.Module):
+    "Average the gradients of `module`'s parameters over ranks (a trainable loss, e.g. the noise layer, outside DDP)."
+    import torch.distributed as dist
+    for p in module.parameters():
+        if p.requires_grad:
+            if p.grad is None: p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad); p.grad /= dist.get_world_size()
+
 def _epoch(model, loader, extra_iters, opt, loss_fn, dev, amp, channels_last, max_steps, desc, progress, deadline=None):
+    "One pass over `loader` (`model` may be DDP-wrapped); loss and accuracy are summed over ranks."
     model.train()
     if isinstance(loss_fn, nn.Module): loss_fn.train()
     tot_loss, n_img, n_lab, n_hit, steps, partial = 0., 0, 0, 0, 0, False
@@ -124,18 +134,23 @@ def _epoch(model, loader, extra_iters, opt, loss_fn, dev, amp, channels_last, ma
             logits = model(x)
             loss = loss_fn(logits, batch)
         if not torch.isfinite(loss): raise FloatingPointError(f'{desc}: the loss became {loss.item()} at step {steps}.')
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True); loss.backward()
+        if is_distributed() and isinstance(loss_fn, nn.Module): _average_grads(loss_fn)  # DDP syncs only the network
+        opt.step()
         n = len(x); tot_loss += loss.item() * n; n_img += n; steps += 1
         lab = batch['pid'] >= 0
         if 'cluster' in batch: lab &= batch['cluster'] < 0
         n_lab += int(lab.sum()); n_hit += int((logits.argmax(1) == batch['pid'])[lab].sum())
         bar.set_postfix(loss=f'{tot_loss / n_img:.3f}', acc=f'{n_hit / max(n_lab, 1):.3f}')
         if max_steps and steps >= max_steps: break
-        if deadline and time.time() > deadline: partial = True; break
+        if deadline and (any_rank(time.time() > deadline) if is_distributed() else time.time() > deadline):
+            partial = True; break  # every rank leaves at the same step, or the others would wait in an all-reduce
+    tot_loss, n_img, n_lab, n_hit = all_reduce_sum([tot_loss, n_img, n_lab, n_hit])
+    n_img, n_lab, n_hit = int(n_img), int(n_lab), int(n_hit)
     if not steps: raise ValueError('The training loader yielded no batches (empty data, or drop_last with fewer images than a batch).')
     return dict(loss=tot_loss / n_img, acc=n_hit / max(n_lab, 1), images=n_img, steps=steps, partial=partial)
 
-# %% ../nbs/08_train.ipynb #e8db58b7
+# %% ../nbs/08_train.ipynb #2746aeb6
 def train_model(
     model:nn.Module, # a `ReidNet` (or any module whose forward gives logits)
     loader, # training batches (dicts with 'img' and 'pid'); its length sets the epoch
@@ -162,7 +177,10 @@ def train_model(
     progress:bool=True, # tqdm bars
 )->list[dict]: # the per-epoch log
     "Train `model` with SGD and step decay, checkpointing every epoch; resumes a killed run exactly."
-    out = fresh_dir(out_dir, resume=resume)
+    info, ddp = dist_info(), is_distributed()
+    if info.is_main: out = fresh_dir(out_dir, resume=resume)
+    barrier(); out = Path(out_dir)  # the other ranks look only after rank 0 has checked and made the folder
+    progress = progress and info.is_main
     dev = device if isinstance(device, torch.device) else get_device(device)
     loss_fn = loss_fn or cross_entropy_loss
     extra_loaders = list(extra_loaders or [])
@@ -170,6 +188,10 @@ def train_model(
     model.to(dev)
     if channels_last: model.to(memory_format=torch.channels_last)
     if isinstance(loss_fn, nn.Module): loss_fn.to(dev)
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
     groups = param_groups(model, lr_backbone, lr_head) if hasattr(model, 'backbone') else [dict(params=list(model.parameters()), lr=lr_head)]
     if isinstance(loss_fn, nn.Module) and list(loss_fn.parameters()):
         groups.append(dict(params=list(loss_fn.parameters()), lr=lr_head, name='loss'))
@@ -177,51 +199,57 @@ def train_model(
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma)
     hparams = dict(epochs=epochs, lr_backbone=lr_backbone, lr_head=lr_head, momentum=momentum, nesterov=nesterov,
                    weight_decay=weight_decay, step_size=step_size, gamma=gamma, seed=seed, amp=amp,
-                   batch_size=getattr(loader, 'batch_size', None))
+                   batch_size=getattr(loader, 'batch_size', None), world_size=info.world_size)
     start, ck = 0, out/'last.pt'
     if resume and ck.exists():
         st = safe_load(ck, map_location=dev)
         model.load_state_dict(st['model']); opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler'])
         if isinstance(loss_fn, nn.Module) and st.get('loss_fn'): loss_fn.load_state_dict(st['loss_fn'])
-        _set_rng_state(st['rng'], loaders); start = st['epoch']
+        ranks = st.get('rng_ranks') or []
+        _set_rng_state(ranks[info.rank] if len(ranks) == info.world_size else st['rng'], loaders); start = st['epoch']
         log = [r for r in read_log(out) if r['epoch'] <= start]  # drop records of an epoch whose checkpoint never landed
-        atomic_write_text(''.join(json.dumps(r) + '\n' for r in log), out/'log.jsonl')
+        if info.is_main: atomic_write_text(''.join(json.dumps(r) + '\n' for r in log), out/'log.jsonl')
         if progress: print(f'Resuming {out} after epoch {start}/{epochs}.')
     else:
-        seed_everything(seed); log = []
+        seed_everything(seed + info.rank); log = []  # each rank its own augmentation stream
     t0, deadline = time.time(), (time.time() + 60 * max_minutes) if max_minutes else None
     for epoch in range(start, epochs):
         te = time.time()
         _set_epoch(loaders, epoch)
         extra_iters = [iter(_cycle(l)) for l in extra_loaders]
-        rec = _epoch(model, loader, extra_iters, opt, loss_fn, dev, amp, channels_last, max_steps,
+        rec = _epoch(net, loader, extra_iters, opt, loss_fn, dev, amp, channels_last, max_steps,
                      f'epoch {epoch + 1}/{epochs}', progress, deadline)
         rec = dict(epoch=epoch + 1, **rec, lr_backbone=opt.param_groups[0]['lr'], lr_head=opt.param_groups[-1]['lr'])
         sched.step()
-        if val_fn is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+        if val_fn is not None and info.is_main and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
             rec.update({k: float(v) for k, v in val_fn(model).items()})
             if channels_last: model.to(memory_format=torch.channels_last)
         rec.update(time_s=round(time.time() - te, 2), img_per_s=round(rec['images'] / (time.time() - te), 1))
         log.append(rec)
-        atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                         loss_fn=loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else None,
-                         epoch=epoch + 1, rng=_rng_state(loaders), config=getattr(model, 'config', {}),
-                         hparams=hparams), ck)
-        with open(out/'log.jsonl', 'a') as fh: fh.write(json.dumps(rec) + '\n')
+        rng = all_gather_objects(_rng_state(loaders))  # every rank's random streams, for an exact resume
+        if info.is_main:
+            atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                             loss_fn=loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else None,
+                             epoch=epoch + 1, rng=rng[0], rng_ranks=rng if ddp else None,
+                             config=getattr(model, 'config', {}), hparams=hparams), ck)
+            with open(out/'log.jsonl', 'a') as fh: fh.write(json.dumps(rec) + '\n')
+        barrier()  # no rank runs ahead of a checkpoint it might have to resume from
         if progress: print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items()))
         if rec['partial']:
             if progress: print(f"Stopped in epoch {epoch + 1} after {rec['steps']} steps: the {max_minutes}-minute budget ran out.")
             break
-        if deadline and time.time() + (time.time() - te) > deadline:
+        if deadline and any_rank(time.time() + (time.time() - te) > deadline):
             if progress: print(f'Stopping after epoch {epoch + 1}: another epoch would overrun the {max_minutes}-minute budget.')
             break
-    if getattr(model, 'config', None): save_model(model.to(memory_format=torch.contiguous_format), out/'model.pt')
-    if log:
+    if getattr(model, 'config', None) and info.is_main:
+        save_model(model.to(memory_format=torch.contiguous_format), out/'model.pt')
+    barrier()
+    if log and info.is_main:
         import matplotlib.pyplot as plt
         plt.close(plot_log(out))
     return log
 
-# %% ../nbs/08_train.ipynb #e09c06bb
+# %% ../nbs/08_train.ipynb #9640df8b
 class _TinyNet(nn.Module):
     "A small ReidNet-like network for tests: conv trunk (`backbone`) + linear head."
     def __init__(self, n_classes=3, dropout=0.5):
@@ -241,7 +269,7 @@ def _tiny_loader(n_ids=3, per_id=8, batch_size=6, seed=0, size=8):
     return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=True,
                                        generator=torch.Generator().manual_seed(seed))
 
-# %% ../nbs/08_train.ipynb #f64a411b
+# %% ../nbs/08_train.ipynb #9d766d97
 def val_split(records:list, # training records (img_path, pid, camid, ...)
               seed:int=0, # which image of each identity is held out
              )->tuple: # (train, query, gallery) record lists
@@ -277,7 +305,7 @@ def make_val_fn(query_loader, # loader of the validation (or test) queries
         return dict(rank1=res['cmc'][0], rank5=res['cmc'][min(4, len(res['cmc']) - 1)], mAP=res['mAP'])
     return val_fn
 
-# %% ../nbs/08_train.ipynb #4b3e7811
+# %% ../nbs/08_train.ipynb #ca1da810
 def run_baseline(
     dataset:str='market1501', # a registered data set (see `slsr_nb.data.datasets.list_datasets`)
     out_dir:str|Path='runs/baseline', # run folder

@@ -11,7 +11,7 @@ __all__ = ['IMG_EXTS', 'MARKET_PATTERN', 'MARKET_PATTERN_TEXT', 'MARKET_LAYOUT',
            'CorruptImageError', 'read_image', 'verify_images', 'build_transforms', 'ImageDataset', 'IdentitySampler',
            'collate_batch', 'build_loader', 'synthetic']
 
-# %% ../../nbs/01_data.datasets.ipynb #0e4b23da
+# %% ../../nbs/01_data.datasets.ipynb #ffe17ab6
 import re, random, shutil, warnings, contextlib
 from dataclasses import dataclass, field
 from collections import defaultdict, Counter
@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from ..core import default_data_root, real_data_root
 
-# %% ../../nbs/01_data.datasets.ipynb #9c1fce88
+# %% ../../nbs/01_data.datasets.ipynb #58a2105b
 @dataclass
 class ReidData:
     "A re-id data set: `train`, `query`, `gallery` lists of `(img_path, pid, camid)` records and the protocol used."
@@ -46,14 +46,14 @@ class ReidData:
         return (f'ReidData({self.name!r}: train {len(self.train)} imgs/{self.n_train_pids} ids, '
                 f'query {len(self.query)}, gallery {len(self.gallery)}, {self.n_cams} cams, protocol={self.protocol})')
 
-# %% ../../nbs/01_data.datasets.ipynb #0dbaab7b
+# %% ../../nbs/01_data.datasets.ipynb #4da0dadb
 def relabel(records:list, # (img_path, pid, camid, ...) records
            )->tuple:     # (relabeled records, {original pid: new label})
     "Map the pids of `records` to `0..K-1` in sorted order of the original IDs."
     mapping = {p:i for i, p in enumerate(sorted({r[1] for r in records}))}
     return [(r[0], mapping[r[1]], *r[2:]) for r in records], mapping
 
-# %% ../../nbs/01_data.datasets.ipynb #e7e390fc
+# %% ../../nbs/01_data.datasets.ipynb #76e5f1fd
 _REGISTRY:dict = {}
 
 def register_dataset(name:str, # name used by `load_dataset` (case-insensitive)
@@ -70,7 +70,7 @@ def list_datasets()->list:
     "Names of the registered data sets (aliases excluded)."
     return sorted({fn._reid_name for fn in _REGISTRY.values()})
 
-# %% ../../nbs/01_data.datasets.ipynb #b7d5b4f6
+# %% ../../nbs/01_data.datasets.ipynb #c5b21e17
 def split_stats(records:list, # (img_path, pid, camid, ...) records
                )->dict:      # {'ids', 'images', 'cams', 'junk', 'distractors'}
     "Counts for one split: real identities (pid > 0 or relabeled train ids), images, cameras, junk and distractors."
@@ -96,7 +96,7 @@ def summarize(data:ReidData, # a loaded data set
         print('\n'.join(rows))
     return stats
 
-# %% ../../nbs/01_data.datasets.ipynb #d6f4ea02
+# %% ../../nbs/01_data.datasets.ipynb #54a5e5e7
 def check_splits(data:ReidData, # a loaded data set
                 )->ReidData:
     "Raise on empty splits; warn about query identities with no cross-camera match in the gallery."
@@ -118,7 +118,7 @@ def check_splits(data:ReidData, # a loaded data set
                       f"own camera (e.g. {no_cross[:5]}); the Market protocol ignores those matches, so the queries are skipped.")
     return data
 
-# %% ../../nbs/01_data.datasets.ipynb #8ec61fe8
+# %% ../../nbs/01_data.datasets.ipynb #5b020742
 def _candidate_roots(root):
     if root is not None: return [Path(root).expanduser()]
     return [r for r in (default_data_root(), real_data_root()) if r is not None]
@@ -153,7 +153,7 @@ def load_dataset(name:str, # a registered name, see `list_datasets()`
     if verbose: summarize(data)
     return data
 
-# %% ../../nbs/01_data.datasets.ipynb #2ce86d4a
+# %% ../../nbs/01_data.datasets.ipynb #f218e588
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 MARKET_PATTERN = re.compile(r'^(-?\d+)_c(\d+)(?:s\d+)?_.+$')
 MARKET_PATTERN_TEXT = 'PID_cCAM[sSEQ]_*.jpg, e.g. 0002_c1s1_000451_03.jpg (PID may be -1 for junk)'
@@ -215,7 +215,7 @@ def market1501(root:Path, # a folder holding Market-1501-v15.09.15/ or market150
                           'bounding_box_train', 'Market-1501', MARKET_LAYOUT)
     return read_market_layout(folder, 'market1501', {'dataset': 'market1501', 'protocol': 'market-single-query'})
 
-# %% ../../nbs/01_data.datasets.ipynb #82d67988
+# %% ../../nbs/01_data.datasets.ipynb #aa8958b5
 def _write_img(path:Path, seed:int=0, size=(16, 8)):
     "A small random RGB image (test helper)."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,7 @@ def _fake_market(root:Path, folder:str='Market-1501-v15.09.15', n_ids:int=4, n_c
     (d/'bounding_box_test'/'Thumbs.db').write_bytes(b'not an image')
     return d
 
-# %% ../../nbs/01_data.datasets.ipynb #011da66d
+# %% ../../nbs/01_data.datasets.ipynb #6c0a38a6
 @register_dataset('dukemtmc', 'dukemtmc-reid', 'duke')
 def dukemtmc(root:Path, # a folder holding DukeMTMC-reID/ or dukemtmc/ (or the data set folder itself)
             )->ReidData:
@@ -245,7 +245,7 @@ def dukemtmc(root:Path, # a folder holding DukeMTMC-reID/ or dukemtmc/ (or the d
                           'bounding_box_train', 'DukeMTMC-reID', MARKET_LAYOUT.replace('0002_c1s1_000451_03', '0001_c2_f0046182'))
     return read_market_layout(folder, 'dukemtmc', {'dataset': 'dukemtmc', 'protocol': 'market-single-query'})
 
-# %% ../../nbs/01_data.datasets.ipynb #ec61c817
+# %% ../../nbs/01_data.datasets.ipynb #9fea33ae
 CUHK03_PATTERN = re.compile(r'^(\d+)_(\d+)_(\d)_(\d+)$')
 CUHK03_PATTERN_TEXT = 'PAIR_PID_VIEW_IMG.png, e.g. 1_001_1_01.png'
 CUHK03_LAYOUT = ("<root>/cuhk03/ (or <root>/CUHK03/) holding the official cuhk03_release/cuhk-03.mat, and/or "
@@ -263,7 +263,7 @@ def parse_cuhk03_name(path:str|Path, # an image named PAIR_PID_VIEW_IMG.png
     pair, pid, view = int(m.group(1)), int(m.group(2)), int(m.group(3))
     return 1000 * pair + pid, 2 * (pair - 1) + view - 1
 
-# %% ../../nbs/01_data.datasets.ipynb #62342287
+# %% ../../nbs/01_data.datasets.ipynb #e3b4bcca
 def _mat_is_hdf5(path): 
     import h5py
     return h5py.is_hdf5(str(path))
@@ -322,7 +322,7 @@ def extract_cuhk03_mat(mat_path:str|Path, # the official cuhk-03.mat
     tmp.rename(dest)
     return dest
 
-# %% ../../nbs/01_data.datasets.ipynb #8fe5d34b
+# %% ../../nbs/01_data.datasets.ipynb #e1411bc2
 def _cuhk03_records(folder:Path)->list:
     if not folder.is_dir():
         raise FileNotFoundError(f"CUHK03 image folder {folder} does not exist. Expected layout: {CUHK03_LAYOUT}.")
@@ -410,7 +410,7 @@ def cuhk03(root:Path, # a folder holding cuhk03/ (or the cuhk03 folder itself)
     train, _ = relabel(train)
     return ReidData('cuhk03', train, query, gallery, info)
 
-# %% ../../nbs/01_data.datasets.ipynb #17da6278
+# %% ../../nbs/01_data.datasets.ipynb #87b5f18d
 def _fake_cuhk03_mat(path:Path, n_ids=(3, 2), testsets=((1, 1), (2, 2)), seed=0)->Path:
     "Write a tiny cuhk-03.mat in the official MATLAB v7.3 (HDF5) structure (test helper)."
     import h5py
@@ -432,7 +432,7 @@ def _fake_cuhk03_mat(path:Path, n_ids=(3, 2), testsets=((1, 1), (2, 2)), seed=0)
         f.create_dataset('testsets', data=np.array([sets], dtype=h5py.ref_dtype))
     return path
 
-# %% ../../nbs/01_data.datasets.ipynb #f24de552
+# %% ../../nbs/01_data.datasets.ipynb #c8d972eb
 VIPER_PATTERN = re.compile(r'^(\d+)(?:_.*)?$')
 VIPER_LAYOUT = "<root>/VIPeR/ (or viper/) holding cam_a/ and cam_b/ with one image per identity, named NNN_ANGLE.bmp (e.g. 000_45.bmp)"
 
@@ -470,7 +470,7 @@ def viper(root:Path, # a folder holding VIPeR/ (or the VIPeR folder itself)
                     {'dataset': 'viper', 'protocol': f'viper-{len(tr)}/{n_test}', 'split': split, 'n_splits': n_splits,
                      'seed': seed, 'query_cam': 'cam_a', 'gallery_cam': 'cam_b', 'root': str(folder)})
 
-# %% ../../nbs/01_data.datasets.ipynb #c62d7f38
+# %% ../../nbs/01_data.datasets.ipynb #a7ecf3cd
 FOLDER_PATTERN = re.compile(r'^(-?\d+)_c(\d+)(?:[_s].*)?$')
 FOLDER_PATTERN_TEXT = 'PID_cCAM_*.jpg (e.g. 0007_c2_0001.jpg) or PID/*.jpg sub-folders (e.g. 0007/c2_0001.jpg)'
 _CAM_TOKEN = re.compile(r'(?:^|[_\-])c(\d+)(?=$|[_\-s])')
@@ -511,7 +511,7 @@ def plain_folder(root:Path, # the data set folder
     return ReidData(name, tr, q, g, {'dataset': name, 'protocol': 'market-single-query', 'eval_only': not train,
                                      'camids': 'from file names' if k1 and k2 and k3 else 'assigned by split (no cN in some names)'})
 
-# %% ../../nbs/01_data.datasets.ipynb #823d2354
+# %% ../../nbs/01_data.datasets.ipynb #34099639
 class CorruptImageError(OSError):
     "An image file that exists but cannot be decoded."
 
@@ -527,7 +527,7 @@ def read_image(path:str|Path, # image file
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CorruptImageError(f"Cannot decode image {path} (corrupt or not an image): {e}") from e
 
-# %% ../../nbs/01_data.datasets.ipynb #54ddb3dd
+# %% ../../nbs/01_data.datasets.ipynb #4de9fdf8
 def verify_images(records:list, # (img_path, pid, camid, ...) records
                   skip_corrupt:bool=False, # drop unreadable images (and warn with their count) instead of raising
                   progress:bool=False, # show a tqdm bar
@@ -555,7 +555,7 @@ def _verify_data(data:ReidData, skip_corrupt:bool)->ReidData:
     data.protocol['skipped_corrupt'] = sum(n0[k] - len(getattr(data, k)) for k in n0)
     return data
 
-# %% ../../nbs/01_data.datasets.ipynb #aea21a42
+# %% ../../nbs/01_data.datasets.ipynb #09fa6115
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -579,7 +579,7 @@ def build_transforms(height:int=256, # crop height fed to the network
     if random_erase: tf.append(T.RandomErasing(p=random_erase, value=0))
     return T.Compose(tf)
 
-# %% ../../nbs/01_data.datasets.ipynb #76809c14
+# %% ../../nbs/01_data.datasets.ipynb #6f6b959c
 class ImageDataset(torch.utils.data.Dataset):
     "Records `(img_path, pid, camid[, cluster])` as dicts {'img', 'pid', 'camid', 'path', 'cluster'}."
     def __init__(self,
@@ -603,7 +603,7 @@ def _one_thread():
     finally:
         if n > 1: torch.set_num_threads(n)
 
-# %% ../../nbs/01_data.datasets.ipynb #49554cc7
+# %% ../../nbs/01_data.datasets.ipynb #10091501
 class IdentitySampler(torch.utils.data.Sampler):
     "Yield indices so that each run of `batch_size` holds `batch_size // num_instances` identities x `num_instances` images."
     def __init__(self,
@@ -643,7 +643,7 @@ class IdentitySampler(torch.utils.data.Sampler):
 
     def __len__(self): return self.n_batches * self.p * self.k
 
-# %% ../../nbs/01_data.datasets.ipynb #c489c5bd
+# %% ../../nbs/01_data.datasets.ipynb #16c7be47
 def collate_batch(items:list, # ImageDataset items
                  )->dict:     # {'img': B x C x H x W, 'pid', 'camid', 'cluster': tensors, 'path': list}
     "`default_collate` on one torch thread."
@@ -659,7 +659,7 @@ def build_loader(records:list, # (img_path, pid, camid[, cluster]) records
                  seed:int=0, # seed of the shuffling / sampling order
                  drop_last:bool|None=None, # None: True for training, False otherwise
                 )->torch.utils.data.DataLoader:
-    "A DataLoader over `ImageDataset(records, transform)`, seeded, optionally identity-balanced."
+    "A DataLoader over `ImageDataset(records, transform)`, seeded, optionally identity-balanced; sharded over ranks under DDP."
     if not records: raise ValueError("build_loader got no records (an empty split).")
     ds = ImageDataset(records, transform)
     g = torch.Generator().manual_seed(seed)
@@ -667,13 +667,14 @@ def build_loader(records:list, # (img_path, pid, camid[, cluster]) records
     kw = dict(batch_size=batch_size, num_workers=num_workers, generator=g, drop_last=drop_last,
               collate_fn=collate_batch, pin_memory=False)
     if not train: return torch.utils.data.DataLoader(ds, shuffle=False, **kw)
-    if sampler == 'random':
-        return torch.utils.data.DataLoader(ds, sampler=torch.utils.data.RandomSampler(ds, generator=g), **kw)
-    if sampler == 'identity':
-        return torch.utils.data.DataLoader(ds, sampler=IdentitySampler(records, batch_size, num_instances, seed), **kw)
-    raise ValueError(f"Unknown sampler {sampler!r}: use 'random' or 'identity'.")
+    if sampler == 'random': s = torch.utils.data.RandomSampler(ds, generator=g)
+    elif sampler == 'identity': s = IdentitySampler(records, batch_size, num_instances, seed)
+    else: raise ValueError(f"Unknown sampler {sampler!r}: use 'random' or 'identity'.")
+    from slsr_nb.distributed import is_distributed, ShardedSampler
+    if is_distributed(): s = ShardedSampler(s, batch_size)  # this rank's batches of the one-process epoch
+    return torch.utils.data.DataLoader(ds, sampler=s, **kw)
 
-# %% ../../nbs/01_data.datasets.ipynb #54b7372f
+# %% ../../nbs/01_data.datasets.ipynb #c30d2d0a
 @register_dataset('synthetic')
 def synthetic(root:Path, # folder that holds (or will hold) synthetic/
               **gen_options, # passed to make_synthetic when the set is generated
