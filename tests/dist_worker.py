@@ -53,6 +53,16 @@ for name, stops in (('train_resumed', (1, 2)), ('train_straight', (2,))):
         train_model(model, build_loader(recs, tf, batch_size=8 // W, seed=5), out/name, epochs=e, device=dev,
                     progress=False, channels_last=False, resume=True)
 
+# 2b. the identity-balanced sampler, sharded: each rank's batches are batches of the one-process epoch
+from slsr_nb.distributed import all_gather_objects
+idl = build_loader(recs, tf, batch_size=4, sampler='identity', num_instances=2, seed=1)
+idl.sampler.set_epoch(1) if hasattr(idl.sampler, 'set_epoch') else setattr(idl.sampler, 'epoch', 1)
+mine = [[Path(p).name for p in b['path']] for b in idl]
+if info.is_main:
+    (out/'identity').mkdir(parents=True, exist_ok=True)
+    (out/'identity'/'batches.json').write_text(json.dumps(all_gather_objects(mine)))
+else: all_gather_objects(mine)
+
 # 3. extraction of 11 images (uneven shards) in the loader's order
 ev = build_loader(recs[:11], tf, batch_size=3, train=False)
 f = extract_features(NoNormNet(), ev, device=dev, progress=False, channels_last=False)

@@ -73,6 +73,16 @@ def test_resume_under_torchrun_equals_an_uninterrupted_run(runs):
     assert len(ck['rng_ranks']) == 2, 'every rank keeps its own random streams'
 
 
+def test_identity_sampler_sharded_by_batches(runs):
+    "Under 2 ranks, rank r trains on batches r, r+2, ... of the one-process identity-balanced epoch."
+    one, two = runs
+    (single,) = json.loads((one/'identity'/'batches.json').read_text())
+    r0, r1 = json.loads((two/'identity'/'batches.json').read_text())
+    assert len(r0) == len(r1) == len(single) // 2 > 0
+    assert [b for pair in zip(r0, r1) for b in pair] == single[:2 * len(r0)]
+    assert all(len({n.split('_')[0] for n in b}) == 2 for b in single), '2 identities x 2 images per batch'
+
+
 def test_distributed_extraction_equals_single_process(runs):
     one, two = runs
     fa, fb = np.load(one/'extract'/'feats.npy'), np.load(two/'extract'/'feats.npy')
