@@ -26,12 +26,12 @@ def images(folder, n, n_ids, size=(16, 8)):
     folder.mkdir(parents=True, exist_ok=True)
     recs = []
     for i in range(n):
-        pid = i % n_ids; p = folder/f'{pid:04d}_c{i % 2 + 1}s1_{i:06d}_00.png'
+        pid, cam = i % n_ids, (i // n_ids) % 2; p = folder/f'{pid:04d}_c{cam + 1}s1_{i:06d}_00.png'
         if info.is_main and not p.exists():
             rng = np.random.default_rng(i)
             a = (np.clip(rng.normal(40 + 50 * pid, 30, (size[0], size[1], 3)), 0, 255)).astype(np.uint8)
             Image.fromarray(a).save(p)
-        recs.append((str(p), pid, i % 2))
+        recs.append((str(p), pid, cam))
     barrier()
     return recs
 
@@ -52,6 +52,12 @@ for name, stops in (('train_resumed', (1, 2)), ('train_straight', (2,))):
     for e in stops:
         train_model(model, build_loader(recs, tf, batch_size=8 // W, seed=5), out/name, epochs=e, device=dev,
                     progress=False, channels_last=False, resume=True)
+
+# 2a. validation every epoch (extraction split over ranks inside val_fn, scored on every rank, logged by rank 0)
+from slsr_nb.train import make_val_fn
+ev_q, ev_g = (build_loader(r, tf, batch_size=4, train=False) for r in (recs[:8], recs[8:]))
+train_model(NoNormNet(), build_loader(recs, tf, batch_size=8 // W, seed=5), out/'train_val', epochs=1, device=dev,
+            progress=False, channels_last=False, val_fn=make_val_fn(ev_q, ev_g, device=dev, channels_last=False))
 
 # 2b. the identity-balanced sampler, sharded: each rank's batches are batches of the one-process epoch
 from slsr_nb.distributed import all_gather_objects

@@ -65,6 +65,14 @@ def test_ddp_logs_the_global_batch_once(runs):
     assert torch.load(two/'train_straight'/'last.pt', weights_only=True)['hparams']['world_size'] == 2
 
 
+def test_validation_under_ddp(runs):
+    "val_fn (whose extraction splits over ranks) runs on every rank and rank 0 logs what one process would."
+    one, two = runs
+    va, vb = (json.loads((r/'train_val'/'log.jsonl').read_text().splitlines()[0]) for r in runs)
+    assert 'mAP' in vb and 0 <= vb['rank1'] <= 1
+    assert abs(va['mAP'] - vb['mAP']) < 1e-6 and va['rank1'] == vb['rank1']
+
+
 def test_resume_under_torchrun_equals_an_uninterrupted_run(runs):
     one, two = runs
     assert _max_diff(_weights(two/'train_resumed'), _weights(two/'train_straight')) == 0
