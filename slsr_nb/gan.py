@@ -8,7 +8,7 @@ __all__ = ['check_size', 'sample_noise', 'dcgan_init_', 'Generator', 'Discrimina
            'train_cluster_gans', 'split_counts', 'regenerate', 'generate', 'read_manifest', 'cluster_consistency',
            'show_real_vs_generated']
 
-# %% ../nbs/06_gan.ipynb #d0c083ac
+# %% ../nbs/06_gan.ipynb #95103334
 import os, csv, json, time, math, warnings
 from pathlib import Path
 import numpy as np
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .core import (get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
 
-# %% ../nbs/06_gan.ipynb #1729eae1
+# %% ../nbs/06_gan.ipynb #29a74fea
 def check_size(
     height:int, # output image height
     width:int,  # output image width
@@ -33,7 +33,7 @@ def check_size(
                              '(e.g. 128×64, the default, or 64×32 for fast CPU runs).')
     return int(height) // 16, int(width) // 16
 
-# %% ../nbs/06_gan.ipynb #d4af8571
+# %% ../nbs/06_gan.ipynb #2994323c
 def sample_noise(
     n:int,        # how many noise vectors
     nz:int=100,   # noise dimension
@@ -51,7 +51,7 @@ def dcgan_init_(m:nn.Module, # a layer (used with `module.apply`)
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02); nn.init.zeros_(m.bias)
 
-# %% ../nbs/06_gan.ipynb #231dc244
+# %% ../nbs/06_gan.ipynb #5933405a
 class Generator(nn.Module):
     "DCGAN generator: linear → 4 stride-2 transposed convs (BatchNorm + ReLU) → tanh, output in [-1, 1]."
     def __init__(self,
@@ -77,7 +77,7 @@ class Generator(nn.Module):
         x = self.project(z).view(z.shape[0], -1, self.h0, self.w0)
         return self.net(F.relu(self.bn0(x)))
 
-# %% ../nbs/06_gan.ipynb #0a56fc43
+# %% ../nbs/06_gan.ipynb #302e8e9a
 class Discriminator(nn.Module):
     "DCGAN discriminator: 4 stride-2 convs (BatchNorm except on the first, LeakyReLU 0.2) → linear → one logit."
     def __init__(self,
@@ -98,7 +98,7 @@ class Discriminator(nn.Module):
 
     def forward(self, x): return self.head(self.net(x).flatten(1)).squeeze(1)
 
-# %% ../nbs/06_gan.ipynb #d8f8286a
+# %% ../nbs/06_gan.ipynb #0497afd3
 def gan_step(
     G:nn.Module, D:nn.Module,   # generator and discriminator (in train mode)
     opt_g, opt_d,               # their optimizers
@@ -119,7 +119,7 @@ def gan_step(
     opt_g.zero_grad(set_to_none=True); loss_g.backward(); opt_g.step()
     return loss_d.detach(), loss_g.detach()
 
-# %% ../nbs/06_gan.ipynb #c2acf06f
+# %% ../nbs/06_gan.ipynb #70bfd701
 def _read_rgb(path):
     try: from slsr_nb.data.datasets import read_image
     except ImportError: read_image = None
@@ -147,7 +147,7 @@ def load_images(
 def _to_unit(x:torch.Tensor): return x.float().div_(127.5).sub_(1)        # uint8 → [-1, 1]
 def _to_uint8(x:torch.Tensor): return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
-# %% ../nbs/06_gan.ipynb #0dc4bd09
+# %% ../nbs/06_gan.ipynb #f9aa4c22
 def save_grid(
     images:torch.Tensor, # (N, 3, H, W) in [-1, 1]
     path:str|Path,       # PNG file
@@ -182,7 +182,7 @@ def recalibrate_bn(
     for _ in range(n_batches): G(sample_noise(batch_size, G.nz, generator).to(dev))
     for m, (mom, tr) in zip(bns, old): m.momentum = mom; m.train(tr)
 
-# %% ../nbs/06_gan.ipynb #7637922b
+# %% ../nbs/06_gan.ipynb #e33610dd
 def _device(device): return get_device(device) if isinstance(device, str) or device is None else torch.device(device)
 
 def _epoch_rng(seed, epoch, salt=0): return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 7 + salt) % 2**63)
@@ -201,7 +201,7 @@ def build_gan(height=128, width=64, nz=100, ngf=64, ndf=64, seed=0, device=None,
     mf = torch.channels_last if channels_last else torch.contiguous_format
     return G.to(dev, memory_format=mf), D.to(dev, memory_format=mf)
 
-# %% ../nbs/06_gan.ipynb #1fd91f1d
+# %% ../nbs/06_gan.ipynb #c2849de3
 def train_gan(
     images,                  # uint8 tensor (N, 3, height, width) of real images, or a list of image paths
     out_dir:str|Path,        # run folder: last.pt, samples/epoch_XXX.png, losses.png, log.jsonl
@@ -285,7 +285,7 @@ def train_gan(
     if history: plot_losses(history, out/'losses.png', title=name)
     return dict(history=history, out_dir=str(out), n_images=n, batch_size=bs, epochs=epochs)
 
-# %% ../nbs/06_gan.ipynb #13cb4090
+# %% ../nbs/06_gan.ipynb #0fe6622b
 def plot_losses(
     history:list,          # train_gan's history (one dict per epoch)
     save:str|Path|None=None, # PNG file
@@ -305,7 +305,7 @@ def plot_losses(
     plt.close(fig)
     return fig
 
-# %% ../nbs/06_gan.ipynb #f3769778
+# %% ../nbs/06_gan.ipynb #7bbc7399
 def _epoch_grids(gan_dir):
     files = sorted((Path(gan_dir)/'samples').glob('epoch_*.png'))
     if not files: raise FileNotFoundError(f'No sample grids in {Path(gan_dir)/"samples"}; train the GAN first.')
@@ -336,7 +336,7 @@ def epoch_gif(
         frames[0].save(tmp, format='GIF', save_all=True, append_images=frames[1:], duration=ms, loop=0)
     return save
 
-# %% ../nbs/06_gan.ipynb #a0f8237b
+# %% ../nbs/06_gan.ipynb #ef968cd8
 def _train_one(job):
     c, paths, out, kw, threads = job
     if threads: torch.set_num_threads(threads)
@@ -397,7 +397,7 @@ def train_cluster_gans(
     barrier()  # the other ranks read gans.json once it is there
     return info
 
-# %% ../nbs/06_gan.ipynb #2b4fe50d
+# %% ../nbs/06_gan.ipynb #79207d1a
 def split_counts(
     n:int,            # total number of images
     sizes:dict,       # cluster → size (number of real images)
@@ -412,7 +412,7 @@ def split_counts(
     for c in sorted(raw, key=lambda c: (out[c] - raw[c], str(c)))[:n - sum(out.values())]: out[c] += 1
     return out
 
-# %% ../nbs/06_gan.ipynb #97bc1147
+# %% ../nbs/06_gan.ipynb #2015790b
 def _load_generator(gan_dir, c, device):
     ck = safe_load(Path(gan_dir)/f'cluster_{c}'/'last.pt', map_location=device)
     cfg = ck['config']
@@ -441,7 +441,7 @@ def regenerate(
     dev = _device(device)
     return _draw(_load_generator(gan_dir, cluster, dev), [seed], resize_to, dev)[0]
 
-# %% ../nbs/06_gan.ipynb #dd505139
+# %% ../nbs/06_gan.ipynb #38603ae6
 def generate(
     gan_dir:str|Path,     # train_cluster_gans folder (holds gans.json)
     n:int,                # images in total (paper: 12,000 Market/Duke, 18,000 CUHK03, 8,000 VIPeR)
@@ -521,7 +521,7 @@ def read_manifest(
         raise FileNotFoundError(f'{path}: {len(missing)} of {len(rows)} listed images are missing, e.g. {missing[:3]}')
     return rows
 
-# %% ../nbs/06_gan.ipynb #530075d7
+# %% ../nbs/06_gan.ipynb #e739a75e
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @torch.no_grad()
@@ -575,7 +575,7 @@ def cluster_consistency(
     if save is not None: atomic_write_json(rows, save)
     return rows
 
-# %% ../nbs/06_gan.ipynb #8d4c1af2
+# %% ../nbs/06_gan.ipynb #0ae0ec7f
 def show_real_vs_generated(
     manifest:str|Path,        # generate's manifest.csv
     real_paths:list, real_labels, # real training images and their cluster labels
