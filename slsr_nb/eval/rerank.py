@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['re_ranking']
 
-# %% ../../nbs/09a_eval.rerank.ipynb #ec4fb9b6
+# %% ../../nbs/09a_eval.rerank.ipynb #30b2e550
 import math
 import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
+from .metrics import keep_torch_threads
 
-# %% ../../nbs/09a_eval.rerank.ipynb #4f2824f7
+# %% ../../nbs/09a_eval.rerank.ipynb #b85e7872
 @njit(cache=True, parallel=True)
 def _topk_rows(L, Rt, kk, maxes, idx_out):
     n, nl = L.shape
@@ -35,7 +36,7 @@ def _topk_rows(L, Rt, kk, maxes, idx_out):
                 if c == kk: vlast = bq[kk-1]
         for a in range(kk): idx_out[r, a] = bi[a]
 
-# %% ../../nbs/09a_eval.rerank.ipynb #f09300fe
+# %% ../../nbs/09a_eval.rerank.ipynb #e8883f6f
 @njit(cache=True, parallel=True)
 def _topk_cols(A, B, kk, maxes, idx_out, w):
     na, nc = A.shape
@@ -69,13 +70,13 @@ def _topk_cols(A, B, kk, maxes, idx_out, w):
             maxes[c0 + r] = m[r]
             for a in range(kk): idx_out[c0 + r, a] = bi[r, a]
 
-# %% ../../nbs/09a_eval.rerank.ipynb #5d6861c7
+# %% ../../nbs/09a_eval.rerank.ipynb #4d6d0915
 @njit(cache=True)
 def _dist(qq, qg, gg, nq, a, b):
     if a < nq: return qq[a, b] if b < nq else qg[a, b - nq]
     return qg[b, a - nq] if b < nq else gg[a - nq, b - nq]
 
-# %% ../../nbs/09a_eval.rerank.ipynb #d622d918
+# %% ../../nbs/09a_eval.rerank.ipynb #3b5d50a6
 @njit(cache=True, parallel=True)
 def _encode(T, kh1, qq, qg, gg, nq, maxes, width, cols, vals, lens):
     N, kk = T.shape
@@ -114,7 +115,7 @@ def _encode(T, kh1, qq, qg, gg, nq, maxes, width, cols, vals, lens):
             cols[i, a] = s[a]; vals[i, a] = w[a] / np.float32(tot)
         lens[i] = n
 
-# %% ../../nbs/09a_eval.rerank.ipynb #50a53c0c
+# %% ../../nbs/09a_eval.rerank.ipynb #5ae80855
 @njit(cache=True, parallel=True)
 def _jaccard_final(indptr, indices, data, colptr, rowidx, cvals, qg, maxes, lam, out):
     nq, ng = out.shape
@@ -130,7 +131,7 @@ def _jaccard_final(indptr, indices, data, colptr, rowidx, cvals, qg, maxes, lam,
             jac = np.float32(1) - acc[j] / (np.float32(2) - acc[j])
             out[i, j] = jac * l1 + (np.float32(qg[i, j] * qg[i, j]) / maxes[i]) * l0
 
-# %% ../../nbs/09a_eval.rerank.ipynb #ab1f5991
+# %% ../../nbs/09a_eval.rerank.ipynb #d8273283
 def _memory_estimate(nq, ng, k1, k2, block, itemsize):
     N, kk = nq + ng, k1 + 1
     width = kk * (int(np.around(k1 / 2)) + 2)
@@ -139,6 +140,7 @@ def _memory_estimate(nq, ng, k1, k2, block, itemsize):
                  expansion=nnz_qe * 8 * 2 + ng * width * 16, block=block * N * itemsize)
     return sum(parts.values()) / 2**30, parts
 
+@keep_torch_threads()  # numba's OpenMP layer would leave torch on its thread count
 def re_ranking(
     q_g_dist:np.ndarray, # (n_query, n_gallery) query-gallery distances
     q_q_dist:np.ndarray, # (n_query, n_query) query-query distances
