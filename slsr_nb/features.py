@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['extract_features', 'save_features', 'load_features', 'model_fingerprint', 'data_fingerprint', 'cached_features']
 
-# %% ../nbs/04_features.ipynb #26f35c2b
+# %% ../nbs/04_features.ipynb #86e8b929
 import hashlib, json, csv
 from pathlib import Path
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from .core import get_device, autocast, atomic_path, atomic_write_json
 
-# %% ../nbs/04_features.ipynb #2e674474
+# %% ../nbs/04_features.ipynb #abba745e
 def _unpack(batch):
     "(imgs, pids, camids, paths) from a kit dict batch or a tuple batch."
     if isinstance(batch, dict):
@@ -29,7 +29,7 @@ def _embed(model, x, which):
         return model.features(x, which) if which else model.features(x)
     return model(x)
 
-# %% ../nbs/04_features.ipynb #23e93a86
+# %% ../nbs/04_features.ipynb #b0284d94
 def _rank_shard(loader, info):
     "This rank's contiguous block of an in-order DataLoader (same batch size, workers and collate)."
     DL = torch.utils.data.DataLoader
@@ -89,7 +89,7 @@ def extract_features(
     return dict(feats=torch.cat(feats).numpy(), pids=torch.cat(pids).long().numpy(),
                 camids=torch.cat(camids).long().numpy(), paths=paths)
 
-# %% ../nbs/04_features.ipynb #067103da
+# %% ../nbs/04_features.ipynb #d2dd9c27
 def save_features(out:dict, # as returned by `extract_features`
                   folder:str|Path, # destination folder
                   meta:dict|None=None, # extra fields for meta.json (model, data, settings)
@@ -123,7 +123,7 @@ def load_features(folder:str|Path, # a folder written by `save_features`
                 camids=np.array([int(r['camid']) for r in rows], dtype=np.int64),
                 paths=[r['path'] for r in rows], meta=meta)
 
-# %% ../nbs/04_features.ipynb #726fc69d
+# %% ../nbs/04_features.ipynb #57701f53
 def model_fingerprint(model:torch.nn.Module, # the network
                      )->str:
     "A short hash of the model's weights and buffers (equal weights, equal fingerprint)."
