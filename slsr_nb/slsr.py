@@ -7,7 +7,7 @@ __all__ = ['METHODS', 'AP_DEFINITIONS', 'generated_records', 'subsample_generate
            'parse_method', 'finetune', 'evaluate_model', 'summarize_runs', 'results_table', 'plot_comparison_cmc',
            'cluster_labels_of', 'compare_smoothing', 'prepare_upstream', 'ablation_k_n']
 
-# %% ../nbs/08a_slsr.ipynb #e8366731
+# %% ../nbs/08a_slsr.ipynb #cee88ffa
 import json, math, time
 from pathlib import Path
 import numpy as np
@@ -17,7 +17,7 @@ from .core import (get_device, seed_everything, atomic_write_json, atomic_write_
                           fresh_dir)
 from .losses import KINDS, SmoothingLoss, identity_sets
 
-# %% ../nbs/08a_slsr.ipynb #1f80aaa7
+# %% ../nbs/08a_slsr.ipynb #a4906aeb
 def generated_records(
     manifest,          # a GAN manifest.csv (file, cluster, seed), or a list of (path, cluster[, seed]) rows
     cluster_ids:list,  # the identity sets S_c of the clustering the GANs were trained on
@@ -39,7 +39,7 @@ def generated_records(
                          'so their sparse targets are undefined.')
     return rows
 
-# %% ../nbs/08a_slsr.ipynb #c0d8607c
+# %% ../nbs/08a_slsr.ipynb #bb15c1dd
 def subsample_generated(
     records:list, # generated records (path, -1, -1, cluster)
     n:int|None,   # how many to keep; None: all
@@ -58,7 +58,7 @@ def subsample_generated(
     keep = sorted(i for c, v in by_c.items() for i in rng.permutation(v)[:cnt[c]].tolist())
     return [records[i] for i in keep]
 
-# %% ../nbs/08a_slsr.ipynb #b33cca7d
+# %% ../nbs/08a_slsr.ipynb #83ee650d
 class MixedBatchSampler(torch.utils.data.Sampler):
     "Batches of indices into `real + generated` with a fixed number of generated images per batch."
     def __init__(self,
@@ -93,7 +93,7 @@ class MixedBatchSampler(torch.utils.data.Sampler):
             yield (real[b*self.n_real_batch:(b+1)*self.n_real_batch].tolist()
                    + gen[b*self.n_gen_batch:(b+1)*self.n_gen_batch].tolist())
 
-# %% ../nbs/08a_slsr.ipynb #ec455234
+# %% ../nbs/08a_slsr.ipynb #5df3a019
 def build_mixed_loader(
     real_records:list,  # (img_path, pid, camid) training records
     gen_records:list,   # (path, -1, -1, cluster) records from `generated_records` (may be empty)
@@ -114,7 +114,7 @@ def build_mixed_loader(
     if is_distributed(): bs = ShardedSampler(bs)  # under DDP: this rank's batches of the one-process epoch
     return torch.utils.data.DataLoader(ds, batch_sampler=bs, num_workers=num_workers)
 
-# %% ../nbs/08a_slsr.ipynb #97523e97
+# %% ../nbs/08a_slsr.ipynb #9d112417
 def _load_head(model, weights)->bool:
     "Copy a kit checkpoint's classifier head into `model` when its shapes fit (True when done)."
     if not isinstance(weights, (str, Path)) or not Path(weights).is_file() or not hasattr(model, 'head'): return False
@@ -136,7 +136,7 @@ def parse_method(method:str, # e.g. 'baseline', 'lsr', 'slsr', 'slsr+noise'
         raise ValueError(f'Unknown method {method!r}; use one of {METHODS} (or a kind of {KINDS}).')
     return kind, extra == 'noise'
 
-# %% ../nbs/08a_slsr.ipynb #17e18526
+# %% ../nbs/08a_slsr.ipynb #378dbacf
 def finetune(
     data,                  # a `ReidData` (train records relabelled 0..K-1)
     out_dir,               # run folder: last.pt, log.jsonl, model.pt
@@ -184,7 +184,7 @@ def finetune(
     model.__dict__['smoothing_loss'] = crit  # a plain attribute, not a submodule: not in the model's state dict
     return model
 
-# %% ../nbs/08a_slsr.ipynb #cf814fae
+# %% ../nbs/08a_slsr.ipynb #f60b7d61
 def evaluate_model(
     model,                # a trained `ReidNet`
     data,                 # the `ReidData` whose query/gallery are searched
@@ -209,7 +209,7 @@ def evaluate_model(
     g = extract_features(model, build_loader(data.gallery, tf, batch_size, train=False, num_workers=num_workers), **kw)
     return evaluate(q['feats'], g['feats'], q['pids'], g['pids'], q['camids'], g['camids'], metric=metric, **eval_kw)
 
-# %% ../nbs/08a_slsr.ipynb #d0250046
+# %% ../nbs/08a_slsr.ipynb #26357af8
 AP_DEFINITIONS = {
     'standard': 'AP = mean of the precision at each true match (the Python re-id toolkits)',
     'official': 'AP = trapezoid area under the precision-recall curve (the Market-1501 MATLAB code)',
@@ -247,7 +247,7 @@ def results_table(
     lines += [f"| {r['method']} | {r['n_seeds']} | " + ' | '.join(r[n + '_str'] for n, _ in _COLS) + ' |' for r in rows]
     return (caption + '\n\n' if caption else '') + '\n'.join(lines)
 
-# %% ../nbs/08a_slsr.ipynb #1a9949e0
+# %% ../nbs/08a_slsr.ipynb #3e976c60
 def plot_comparison_cmc(
     rows:list,          # from `summarize_runs`
     save,               # PNG file to write
@@ -277,7 +277,7 @@ def plot_comparison_cmc(
     plt.close(fig)
     return fig
 
-# %% ../nbs/08a_slsr.ipynb #e4b92ff2
+# %% ../nbs/08a_slsr.ipynb #24dc6083
 _DEFAULT_METHODS = ('baseline', 'lsr', 'lsro', 'slsr', 'slsr+noise')
 
 def cluster_labels_of(
@@ -401,7 +401,7 @@ def compare_smoothing(
                         show=show)
     return dict(rows=rows, table=table, runs=runs, meta=meta, cmc_png=png)
 
-# %% ../nbs/08a_slsr.ipynb #701f976d
+# %% ../nbs/08a_slsr.ipynb #d28e3f21
 def prepare_upstream(
     data,                  # a `ReidData`
     out_dir,               # folder for what is made here
@@ -469,7 +469,7 @@ def prepare_upstream(
     k_used = len(json.loads((Path(clusters_dir)/'clusters.json').read_text())['stats']['identity_sets'])
     return dict(baseline=Path(baseline), clusters_dir=Path(clusters_dir), manifest=Path(manifest), k=k_used)
 
-# %% ../nbs/08a_slsr.ipynb #4dca002e
+# %% ../nbs/08a_slsr.ipynb #8d9092eb
 def ablation_k_n(
     data,                  # a `ReidData`
     out_dir,               # ablation folder (one sub-folder per cell)
