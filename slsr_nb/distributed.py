@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['DistInfo', 'dist_info', 'init_distributed', 'barrier', 'is_distributed', 'broadcast_object', 'all_gather_objects',
-           'all_reduce_sum', 'any_rank', 'unwrap_model', 'shard_range', 'gather_arrays', 'DistributedIdentitySampler',
-           'ShardedSampler', 'assign_clusters', 'merge_manifests']
+           'all_reduce_sum', 'any_rank', 'shard_range', 'gather_arrays', 'DistributedIdentitySampler', 'ShardedSampler',
+           'assign_clusters', 'merge_manifests']
 
-# %% ../nbs/13_distributed.ipynb #eb2902c6
+# %% ../nbs/13_distributed.ipynb #2dc08bd2
 import os, math, random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 from .core import get_device
 
-# %% ../nbs/13_distributed.ipynb #46f05b2c
+# %% ../nbs/13_distributed.ipynb #914d591b
 @dataclass
 class DistInfo:
     "Rank, world size and local rank of this process."
@@ -40,7 +40,7 @@ def dist_info()->DistInfo:
         raise ValueError(f"RANK={vals['RANK']} must lie in [0, WORLD_SIZE={vals['WORLD_SIZE']})")
     return DistInfo(vals['RANK'], vals['WORLD_SIZE'], vals['LOCAL_RANK'])
 
-# %% ../nbs/13_distributed.ipynb #92f86a9c
+# %% ../nbs/13_distributed.ipynb #ba751e2a
 def init_distributed(backend:str|None=None, # 'gloo' or 'nccl'; None: nccl on CUDA, else gloo
                     )->tuple[DistInfo, torch.device]:
     "Start the process group when launched by torchrun with several processes; return this process's info and device."
@@ -57,7 +57,7 @@ def barrier():
     "Wait for every process (a no-op in a single process)."
     if dist.is_available() and dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/13_distributed.ipynb #73a96753
+# %% ../nbs/13_distributed.ipynb #d90146dc
 def is_distributed()->bool:
     "True inside a started process group of more than one process."
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -89,11 +89,7 @@ def any_rank(flag:bool)->bool:
     "True on every rank when `flag` is true on at least one."
     return all_reduce_sum([float(bool(flag))])[0] > 0
 
-def unwrap_model(model:torch.nn.Module)->torch.nn.Module:
-    "The network inside a `DistributedDataParallel` wrapper (the model itself otherwise)."
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-# %% ../nbs/13_distributed.ipynb #3a9289d8
+# %% ../nbs/13_distributed.ipynb #7da0466c
 def shard_range(n:int, # number of items
                 rank:int, world_size:int, # this process and how many there are
                )->range:
@@ -104,7 +100,7 @@ def shard_range(n:int, # number of items
     start = rank*base + min(rank, extra)
     return range(start, start + base + (rank < extra))
 
-# %% ../nbs/13_distributed.ipynb #46ade6d3
+# %% ../nbs/13_distributed.ipynb #804569f1
 def gather_arrays(local:np.ndarray, # this rank's block (rows in order)
                  )->np.ndarray:
     "Concatenate every rank's block in rank order (the original order under `shard_range`); identity in one process."
@@ -113,7 +109,7 @@ def gather_arrays(local:np.ndarray, # this rank's block (rows in order)
     dist.all_gather_object(blocks, local)
     return np.concatenate(blocks, axis=0)
 
-# %% ../nbs/13_distributed.ipynb #33fe43ba
+# %% ../nbs/13_distributed.ipynb #5197caa4
 class DistributedIdentitySampler(Sampler):
     "Identity-balanced sampling (K images per identity, in groups) split across ranks; the union equals the 1-process order."
     def __init__(self, pids, # identity of every training image
@@ -140,7 +136,7 @@ class DistributedIdentitySampler(Sampler):
         for g in self.global_groups()[self.rank::self.world_size]: yield from g
     def __len__(self): return self.n_groups // self.world_size * self.k
 
-# %% ../nbs/13_distributed.ipynb #de56b3bc
+# %% ../nbs/13_distributed.ipynb #a12b1495
 class ShardedSampler(Sampler):
     "This rank's share of a single-process sampler: every `world_size`-th batch of it, starting at batch `rank`."
     def __init__(self, sampler, # a sampler of indices, or a batch sampler yielding lists of indices
@@ -176,7 +172,7 @@ class ShardedSampler(Sampler):
                 if self.batch_size is None: yield list(batch)
                 else: yield from batch
 
-# %% ../nbs/13_distributed.ipynb #a9ab5761
+# %% ../nbs/13_distributed.ipynb #26188411
 def assign_clusters(sizes, # images per cluster
                     world_size:int, # number of ranks
                    )->list[list[int]]:
@@ -188,7 +184,7 @@ def assign_clusters(sizes, # images per cluster
         out[r].append(c); load[r] += sizes[c]
     return [sorted(o) for o in out]
 
-# %% ../nbs/13_distributed.ipynb #1b4f783f
+# %% ../nbs/13_distributed.ipynb #0798c6a3
 def merge_manifests(paths, # per-rank manifest CSV files (header row first)
                     out:str|Path, # merged manifest to write (atomically)
                     key:str='cluster', # column to order the rows by (stable, then by file name)

@@ -10,7 +10,7 @@ __all__ = ['KNOWN_DATASETS', 'SMOOTHING_KINDS', 'BACKBONES', 'PARAMS', 'STAGE_NA
            'plot_cmc_curves', 'stage_report', 'pipeline_stages', 'run_pipeline', 'results_table', 'list_runs',
            'compare_runs']
 
-# %% ../nbs/11_pipeline.ipynb #cb5b4a8d
+# %% ../nbs/11_pipeline.ipynb #2d65293f
 import os, sys, json, time, hashlib, importlib, numbers, contextlib, datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Callable, Any
 import yaml
 from .core import atomic_write_json, atomic_write_text, project_root, default_data_root, seed_everything
 
-# %% ../nbs/11_pipeline.ipynb #77ddc242
+# %% ../nbs/11_pipeline.ipynb #870eec11
 KNOWN_DATASETS = ('synthetic', 'market1501', 'dukemtmc', 'cuhk03', 'viper') # used when slsr_nb.data.datasets is absent
 SMOOTHING_KINDS = ('onehot', 'lsr', 'lsro', 'slsr')
 BACKBONES = ('resnet50', 'densenet121', 'resnet18', 'tiny')
@@ -77,7 +77,7 @@ def default_params()->dict:
     return {k: (list(p.default) if isinstance(p.default, list) else dict(p.default) if isinstance(p.default, dict) else p.default)
             for k, p in PARAMS.items()}
 
-# %% ../nbs/11_pipeline.ipynb #c1ef1d58
+# %% ../nbs/11_pipeline.ipynb #36dea0ee
 def known_datasets()->tuple:
     "Names `load_dataset` accepts: the data module's registry when it is installed, else the paper's four + synthetic."
     try: from slsr_nb.data.datasets import list_datasets
@@ -123,7 +123,7 @@ def _check_one(name, v, p:Param):
     if p.hi is not None and v > p.hi: return v, f'{name}: {v!r} is above the maximum {p.hi}'
     return v, None
 
-# %% ../nbs/11_pipeline.ipynb #e64c6eeb
+# %% ../nbs/11_pipeline.ipynb #beea0591
 STAGE_NAMES = ('data', 'baseline', 'features', 'clusters', 'gans', 'generate', 'finetune', 'evaluate', 'report')
 
 class ParamError(ValueError):
@@ -160,7 +160,7 @@ def validate_params(
     if errs: raise ParamError('invalid run parameters:\n  ' + '\n  '.join(errs))
     return out
 
-# %% ../nbs/11_pipeline.ipynb #d756dad3
+# %% ../nbs/11_pipeline.ipynb #826e84a1
 def load_params(
     path:str|Path|None=None, # a YAML file of parameters, or None
     **overrides, # values that replace the file's
@@ -176,7 +176,7 @@ def load_params(
     params.update({k: v for k, v in overrides.items()})
     return validate_params(params)
 
-# %% ../nbs/11_pipeline.ipynb #f28828a4
+# %% ../nbs/11_pipeline.ipynb #ebc29af3
 def stage_key(
     name:str, # the stage
     params:dict, # the parameters this stage reads (only those)
@@ -188,7 +188,7 @@ def stage_key(
                       sort_keys=True, default=str, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()
 
-# %% ../nbs/11_pipeline.ipynb #e3e17893
+# %% ../nbs/11_pipeline.ipynb #dd4dfe1a
 def _dist():
     "The kit's distributed helpers (imported on first use: they need torch)."
     return importlib.import_module('slsr_nb.distributed')
@@ -214,7 +214,7 @@ class RunFolder:
 
     def __enter__(self):
         import fcntl
-        if not _dist().dist_info().is_main: self.log = lambda *a, **k: None; return self  # rank 0 holds the lock and talks
+        if not _main(): self.log = lambda *a, **k: None; return self  # rank 0 holds the lock and talks
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = open(self.path/'.lock', 'w')
         try: fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -243,7 +243,7 @@ class RunFolder:
               parallel:bool=False, # under torchrun: every rank runs `fn` (it splits the work); else rank 0 alone
              ):
         "Return the stored result of a finished stage, or run `fn` in the stage's folder and mark it done."
-        D = _dist(); main = D.dist_info().is_main
+        D, main = _dist(), _main()
         d = self.stage_dir(name, key)
         rec = D.broadcast_object(self._finished(d, key) if main else None)  # rank 0 decides for everyone
         if rec is not None:
@@ -267,7 +267,7 @@ class RunFolder:
         # the same (JSON round-tripped) value a later reuse returns, rank 0's on every rank
         return D.broadcast_object(json.loads((d/'done.json').read_text())['result'] if main else None)
 
-# %% ../nbs/11_pipeline.ipynb #cbeb0401
+# %% ../nbs/11_pipeline.ipynb #e8505806
 def need(module:str, # e.g. 'slsr_nb.cluster'
          stage:str='', # the stage that needs it, for the message
         ):
@@ -277,7 +277,7 @@ def need(module:str, # e.g. 'slsr_nb.cluster'
         raise StageUnavailable(f"stage {stage!r} needs {module}, which could not be imported ({e}); "
                                "install the full kit (pip install -e .) or run fewer stages (stages=...)") from e
 
-# %% ../nbs/11_pipeline.ipynb #fb938cbb
+# %% ../nbs/11_pipeline.ipynb #dfcdda52
 @dataclass
 class Ctx:
     "What a stage sees: the parameters, the run folder, and the results and keys of earlier stages."
@@ -320,7 +320,7 @@ def run_stages(
         if until is not None and st.name == last: break
     return ctx.results
 
-# %% ../nbs/11_pipeline.ipynb #c29d9a7a
+# %% ../nbs/11_pipeline.ipynb #0a65de4f
 def _rel(ctx, p): return str(Path(p).resolve().relative_to(ctx.run.path))
 def _abs(ctx, p): return ctx.run.path/p
 
@@ -342,7 +342,7 @@ def stage_data(ctx:Ctx, out:Path)->dict:
     atomic_write_json(res, out/'summary.json')
     return res
 
-# %% ../nbs/11_pipeline.ipynb #f2665832
+# %% ../nbs/11_pipeline.ipynb #96abdf50
 def _train_kw(ctx)->dict:
     "Training settings shared by the baseline and every fine-tuning stage."
     p = ctx.params
@@ -359,7 +359,7 @@ def stage_baseline(ctx:Ctx, out:Path)->dict:
 def _model(ctx, rel):
     return need('slsr_nb.models', 'features').load_model(_abs(ctx, rel))
 
-# %% ../nbs/11_pipeline.ipynb #b9e35334
+# %% ../nbs/11_pipeline.ipynb #ae236dd1
 def stage_features(ctx:Ctx, out:Path)->dict:
     "Pooled last-conv features of every training image, from the baseline (Algorithm 1, step 2)."
     ds, fe = need('slsr_nb.data.datasets', 'features'), need('slsr_nb.features', 'features'); p = ctx.params
@@ -373,7 +373,7 @@ def stage_features(ctx:Ctx, out:Path)->dict:
 def _feats(ctx):
     return need('slsr_nb.features', 'features').load_features(_abs(ctx, ctx.results['features']['train']))
 
-# %% ../nbs/11_pipeline.ipynb #80a82ae0
+# %% ../nbs/11_pipeline.ipynb #7fd99b1c
 def stage_clusters(ctx:Ctx, out:Path)->dict:
     "k-means on the features, k chosen by the silhouette unless fixed; UMAP and montage figures (step 3)."
     import numpy as np, matplotlib.pyplot as plt
@@ -395,7 +395,7 @@ def stage_clusters(ctx:Ctx, out:Path)->dict:
             'identity_sets': [list(map(int, c['identities'])) for c in stats['clusters']],
             'dir': _rel(ctx, out), 'figures': [_rel(ctx, x) for x in figs if Path(x).exists()]}
 
-# %% ../nbs/11_pipeline.ipynb #1fbd998a
+# %% ../nbs/11_pipeline.ipynb #9956fd74
 def _gan_hw(p): return p['gan_size'], p['gan_size'] // 2
 
 def stage_gans(ctx:Ctx, out:Path)->dict:
@@ -421,7 +421,7 @@ def stage_generate(ctx:Ctx, out:Path)->dict:
     figs = [gan.show_real_vs_generated(man, list(a['paths']), a['labels'], seed=p['seed'], save=out/'real_vs_generated.png')]
     return {'manifest': _rel(ctx, man), 'n': p['n_generated'], 'figures': [_rel(ctx, f) for f in figs if f]}
 
-# %% ../nbs/11_pipeline.ipynb #390b7739
+# %% ../nbs/11_pipeline.ipynb #24a68a1a
 def _method(kind, noise): return ('baseline' if kind == 'onehot' else kind) + ('+noise' if noise and kind in ('lsro', 'slsr') else '')
 
 def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
@@ -434,7 +434,7 @@ def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
                 **_train_kw(ctx))
     return {'model': _rel(ctx, out/'model.pt'), 'method': _method(kind, p['noise_layer']), 'n_generated': len(gen)}
 
-# %% ../nbs/11_pipeline.ipynb #c522be60
+# %% ../nbs/11_pipeline.ipynb #4c7717b5
 RANKS = (1, 5, 10, 20)
 
 def _summary(r:dict)->dict:
@@ -475,7 +475,7 @@ def stage_evaluate(ctx:Ctx, out:Path, model_stage:str)->dict:
     atomic_write_json(res, out/'metrics.json')
     return {**res, 'figures': [_rel(ctx, out/'ranked.png')]}
 
-# %% ../nbs/11_pipeline.ipynb #8f2f8c1b
+# %% ../nbs/11_pipeline.ipynb #fa6df3a5
 def plot_cmc_curves(curves:dict, # name -> CMC (fractions, rank 1 first)
                     save:str|Path, # PNG file (written atomically)
                     title:str='CMC', # figure title
@@ -509,7 +509,7 @@ def stage_report(ctx:Ctx, out:Path)->dict:
     return {'results': results, 'cmc': _rel(ctx, out/'cmc.json'), 'cmc_png': _rel(ctx, out/'cmc.png'),
             'protocol': ctx.results['data']['protocol'], 'figures': [_rel(ctx, out/'cmc.png')] + ranked}
 
-# %% ../nbs/11_pipeline.ipynb #5719bfb4
+# %% ../nbs/11_pipeline.ipynb #b789e5a2
 def pipeline_stages(params:dict)->list:
     "The stages of Algorithm 1 for these parameters, in order, each with the parameters it reads."
     data = ('dataset', 'data_root', 'protocol')
@@ -534,7 +534,7 @@ def pipeline_stages(params:dict)->list:
     st.append(Stage('report', stage_report, reads=('dataset', 'backbone'), deps=('data',) + evals))
     return st
 
-# %% ../nbs/11_pipeline.ipynb #0365b18c
+# %% ../nbs/11_pipeline.ipynb #6729c793
 _RUN_ONLY = ('run_dir', 'overwrite', 'num_workers', 'device', 'stages') # where/how a run happens, not what it computes
 
 def _science(p): return {k: v for k, v in p.items() if k not in _RUN_ONLY}
@@ -576,7 +576,7 @@ def run_pipeline(
         return {'run_dir': str(run.path), 'metrics': metrics, 'timings': timings, 'reused': list(run.reused),
                 'results': results}
 
-# %% ../nbs/11_pipeline.ipynb #f501f0a2
+# %% ../nbs/11_pipeline.ipynb #d670e1fd
 def results_table(metrics:dict, # a run's metrics.json content
                  )->str:        # a plain-text table
     "The results of one run as a text table, protocol named."
@@ -591,7 +591,7 @@ def results_table(metrics:dict, # a run's metrics.json content
     lines.append(f"dataset: {metrics.get('dataset', '?')}   protocol: {proto.get('protocol', proto) or '?'}")
     return '\n'.join(lines)
 
-# %% ../nbs/11_pipeline.ipynb #6a4ffc02
+# %% ../nbs/11_pipeline.ipynb #5144ffdc
 def list_runs(root:str|Path='runs', # folder holding run folders (searched recursively)
              )->list:               # one dict per run, newest first
     "Run folders under `root` (those holding a params.yaml), with their status and headline metrics."

@@ -6,7 +6,7 @@
 __all__ = ['merge_batches', 'cross_entropy_loss', 'read_log', 'plot_log', 'train_model', 'val_split', 'make_val_fn',
            'run_baseline']
 
-# %% ../nbs/08_train.ipynb #83b31543
+# %% ../nbs/08_train.ipynb #4e28d345
 import json, math, random, time
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,7 @@ from .core import get_device, autocast, seed_everything, atomic_save, atomic_wri
 from .models import param_groups, save_model
 from .distributed import dist_info, is_distributed, barrier, all_reduce_sum, any_rank, all_gather_objects
 
-# %% ../nbs/08_train.ipynb #0d51b24a
+# %% ../nbs/08_train.ipynb #37044663
 def merge_batches(batches:list, # dict batches with the same keys
                  )->dict:
     "Concatenate dict batches (tensors along dim 0, lists joined) and add `source` (index of the batch of origin)."
@@ -36,14 +36,14 @@ def merge_batches(batches:list, # dict batches with the same keys
 def _to(batch:dict, dev:torch.device)->dict:
     return {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-# %% ../nbs/08_train.ipynb #4a1f53d9
+# %% ../nbs/08_train.ipynb #70233f38
 def cross_entropy_loss(logits:torch.Tensor, # (B, K) logits
                        batch:dict, # the batch; uses batch['pid']
                       )->torch.Tensor:
     "Eq. 6: cross-entropy of the identity labels."
     return F.cross_entropy(logits.float(), batch['pid'])
 
-# %% ../nbs/08_train.ipynb #5e9fda44
+# %% ../nbs/08_train.ipynb #21d0be35
 def _generators(loader):
     "The distinct torch.Generators a loader draws from (its own, its sampler's, its batch sampler's)."
     gens = []
@@ -73,7 +73,7 @@ def _set_epoch(loaders, epoch:int):
             if hasattr(s, 'set_epoch'): s.set_epoch(epoch)
             elif hasattr(s, 'epoch') and isinstance(s.epoch, int): s.epoch = epoch
 
-# %% ../nbs/08_train.ipynb #8f75510d
+# %% ../nbs/08_train.ipynb #53f92bd9
 def read_log(out_dir:str|Path, # a training run folder
             )->list[dict]:
     "The per-epoch records of a run's `log.jsonl` ([] when there is none)."
@@ -101,7 +101,7 @@ def plot_log(out_dir:str|Path, # a training run folder
         with atomic_path(Path(out_dir)/'curves.png') as t: fig.savefig(t, dpi=80, format='png')
     return fig
 
-# %% ../nbs/08_train.ipynb #df83afa8
+# %% ../nbs/08_train.ipynb #0df1d830
 def _cycle(it):
     "Repeat an iterable (a loader is re-iterated, so it reshuffles); an empty or one-shot one is an error, not a hang."
     while True:
@@ -143,14 +143,14 @@ def _epoch(model, loader, extra_iters, opt, loss_fn, dev, amp, channels_last, ma
         n_lab += int(lab.sum()); n_hit += int((logits.argmax(1) == batch['pid'])[lab].sum())
         bar.set_postfix(loss=f'{tot_loss / n_img:.3f}', acc=f'{n_hit / max(n_lab, 1):.3f}')
         if max_steps and steps >= max_steps: break
-        if deadline and (any_rank(time.time() > deadline) if is_distributed() else time.time() > deadline):
+        if deadline and any_rank(time.time() > deadline):
             partial = True; break  # every rank leaves at the same step, or the others would wait in an all-reduce
     tot_loss, n_img, n_lab, n_hit = all_reduce_sum([tot_loss, n_img, n_lab, n_hit])
     n_img, n_lab, n_hit = int(n_img), int(n_lab), int(n_hit)
     if not steps: raise ValueError('The training loader yielded no batches (empty data, or drop_last with fewer images than a batch).')
     return dict(loss=tot_loss / n_img, acc=n_hit / max(n_lab, 1), images=n_img, steps=steps, partial=partial)
 
-# %% ../nbs/08_train.ipynb #a582ca0a
+# %% ../nbs/08_train.ipynb #89ea0abe
 def train_model(
     model:nn.Module, # a `ReidNet` (or any module whose forward gives logits)
     loader, # training batches (dicts with 'img' and 'pid'); its length sets the epoch
@@ -249,7 +249,7 @@ def train_model(
         plt.close(plot_log(out))
     return log
 
-# %% ../nbs/08_train.ipynb #f4c8a396
+# %% ../nbs/08_train.ipynb #e4b1c4b6
 class _TinyNet(nn.Module):
     "A small ReidNet-like network for tests: conv trunk (`backbone`) + linear head."
     def __init__(self, n_classes=3, dropout=0.5):
@@ -269,7 +269,7 @@ def _tiny_loader(n_ids=3, per_id=8, batch_size=6, seed=0, size=8):
     return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=True,
                                        generator=torch.Generator().manual_seed(seed))
 
-# %% ../nbs/08_train.ipynb #144c5ff7
+# %% ../nbs/08_train.ipynb #f9e6ab8a
 def val_split(records:list, # training records (img_path, pid, camid, ...)
               seed:int=0, # which image of each identity is held out
              )->tuple: # (train, query, gallery) record lists
@@ -305,7 +305,7 @@ def make_val_fn(query_loader, # loader of the validation (or test) queries
         return dict(rank1=res['cmc'][0], rank5=res['cmc'][min(4, len(res['cmc']) - 1)], mAP=res['mAP'])
     return val_fn
 
-# %% ../nbs/08_train.ipynb #d83861ba
+# %% ../nbs/08_train.ipynb #ace79bc8
 def run_baseline(
     dataset:str='market1501', # a registered data set (see `slsr_nb.data.datasets.list_datasets`)
     out_dir:str|Path='runs/baseline', # run folder
