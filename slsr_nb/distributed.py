@@ -42,15 +42,19 @@ def dist_info()->DistInfo:
 
 # %% ../nbs/13_distributed.ipynb #ba751e2a
 def init_distributed(backend:str|None=None, # 'gloo' or 'nccl'; None: nccl on CUDA, else gloo
+                     timeout_minutes:float|None=None, # how long a rank waits in a collective; None: $SLSR_DIST_TIMEOUT_MIN, else 180
                     )->tuple[DistInfo, torch.device]:
     "Start the process group when launched by torchrun with several processes; return this process's info and device."
+    import datetime
     info = dist_info()
     device = get_device()
     if device.type == 'cuda':
         device = torch.device('cuda', info.local_rank % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(device)
     if info.distributed and not dist.is_initialized():
-        dist.init_process_group(backend or ('nccl' if device.type == 'cuda' else 'gloo'))
+        minutes = float(timeout_minutes or os.environ.get('SLSR_DIST_TIMEOUT_MIN') or 180)
+        dist.init_process_group(backend or ('nccl' if device.type == 'cuda' else 'gloo'),
+                                timeout=datetime.timedelta(minutes=minutes))
     return info, device
 
 def barrier():
