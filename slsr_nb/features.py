@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .core import get_device, autocast, atomic_path, atomic_write_json
+from .precision import choose_precision, probe_batch, forward_probe, Precision
+from .distributed import is_distributed, dist_info, all_gather_objects, shard_range
 
 # %% ../nbs/04_features.ipynb #abba745e
 def _unpack(batch):
@@ -29,6 +31,30 @@ def _embed(model, x, which):
         return model.features(x, which) if which else model.features(x)
     return model(x)
 
+def _check_finite_feats(f:torch.Tensor, paths, batch_no:int):
+    "Refuse features holding NaN/Inf, naming the batch's images."
+    if torch.isfinite(f).all(): return
+    bad = (~torch.isfinite(f)).any(1).nonzero().flatten().tolist()
+    names = [paths[i] for i in bad[:5]] if paths is not None else [f'row {i}' for i in bad[:5]]
+    raise FloatingPointError(f'extract_features: batch {batch_no} gave non-finite features (NaN/Inf) for {len(bad)} '
+                             f'image(s), e.g. {names}; the model or its weights are broken (check the checkpoint and the '
+                             'precision: try amp=False).')
+
+_PRECISIONS = {}  # (model class, config, input shape, device, which) -> Precision, decided once per process
+
+def _extraction_precision(amp, model, loader, dev, channels_last, which)->Precision:
+    "The extraction precision: explicit, or measured once per model kind and input size on the loader's own images."
+    if isinstance(amp, bool) or dev.type == 'cuda' or amp in ('bf16', 'fp32'): return choose_precision(amp, dev)
+    x = probe_batch(loader, n=8)
+    key = (type(model).__name__, repr(getattr(model, 'config', None)), None if x is None else tuple(x.shape[1:]), str(dev), which)
+    if key not in _PRECISIONS:
+        probe = None
+        if x is not None:
+            x = x.to(dev); x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            probe = forward_probe(model, x, dev, embed=lambda m, x: _embed(m, x, which))
+        _PRECISIONS[key] = choose_precision(amp, dev, probe=probe)
+    return _PRECISIONS[key]
+
 # %% ../nbs/04_features.ipynb #b0284d94
 def _rank_shard(loader, info):
     "This rank's contiguous block of an in-order DataLoader (same batch size, workers and collate)."
@@ -37,7 +63,6 @@ def _rank_shard(loader, info):
         raise ValueError('Distributed extraction needs an in-order DataLoader over a data set (shuffle=False, no '
                          'custom sampler), so that the gathered features keep its order; pass distributed=False to '
                          'extract everything on every rank.')
-    from slsr_nb.distributed import shard_range
     idx = shard_range(len(loader.dataset), info.rank, info.world_size)
     return DL(torch.utils.data.Subset(loader.dataset, list(idx)), batch_size=loader.batch_size,
               num_workers=loader.num_workers, collate_fn=loader.collate_fn, drop_last=loader.drop_last)
@@ -48,14 +73,13 @@ def extract_features(
     flip:bool=False, # average the features of each image and its horizontal mirror
     normalize:bool=False, # L2-normalise each feature
     device=None, # where to run; None: `get_device()`
-    amp:bool|None=None, # bf16 autocast; None: on for CUDA, off for CPU
+    amp:bool|str|None='auto', # 'auto': measured once per model and input size (see `slsr_nb.precision`); True/False: bf16 on/off
     channels_last:bool=True, # channels-last memory format (faster convolutions on CPU and GPU)
     which:str|None=None, # `ReidNet` feature: 'pool' or 'bottleneck'; None: the model's setting
     progress:bool=True, # show a tqdm bar
     distributed:bool|None=None, # split the images over ranks and gather; None: when running under torchrun with >1 process
-)->dict: # {'feats': (N, D) float32, 'pids': (N,) int64, 'camids': (N,) int64, 'paths': list of str}
+)->dict: # {'feats': (N, D) float32, 'pids': (N,) int64, 'camids': (N,) int64, 'paths': list of str, 'precision': dict}
     "Features of every image in `loader`, with their pids, camids and paths (split over ranks under DDP, same order)."
-    from slsr_nb.distributed import is_distributed, dist_info, all_gather_objects
     split = is_distributed() if distributed is None else distributed and is_distributed()
     if split: loader = _rank_shard(loader, dist_info())
     progress = progress and dist_info().is_main
@@ -65,13 +89,15 @@ def extract_features(
     if channels_last: model.to(memory_format=torch.channels_last)
     feats, pids, camids, paths = [], [], [], []
     try:
-        with torch.inference_mode(), autocast(dev, amp):
-            for batch in tqdm(loader, desc='features', leave=False, disable=not progress):
+        prec = _extraction_precision(amp, model, loader, dev, channels_last, which)
+        with torch.inference_mode(), autocast(dev, prec.amp, prec.torch_dtype() if prec.amp else None):
+            for b, batch in enumerate(tqdm(loader, desc='features', leave=False, disable=not progress)):
                 x, p, c, pa = _unpack(batch)
                 x = x.to(dev, non_blocking=True)
                 if channels_last: x = x.contiguous(memory_format=torch.channels_last)
                 f = _embed(model, x, which).float()
                 if flip: f = (f + _embed(model, x.flip(3), which).float()) / 2
+                _check_finite_feats(f, pa, b)
                 if normalize: f = torch.nn.functional.normalize(f, dim=1)
                 feats.append(f.cpu())
                 n = len(f)
@@ -87,7 +113,7 @@ def extract_features(
         paths = sum((p[3] for p in parts), [])
     if not feats: raise ValueError('extract_features got an empty loader: no batches, so no features.')
     return dict(feats=torch.cat(feats).numpy(), pids=torch.cat(pids).long().numpy(),
-                camids=torch.cat(camids).long().numpy(), paths=paths)
+                camids=torch.cat(camids).long().numpy(), paths=paths, precision=prec.to_dict())
 
 # %% ../nbs/04_features.ipynb #d2dd9c27
 def save_features(out:dict, # as returned by `extract_features`
