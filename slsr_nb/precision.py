@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['BF16_UNIT_ROUNDOFF', 'BF16_TOL', 'cpu_flags', 'cpu_model', 'native_bf16_cpu', 'machine_info', 'median_time',
-           'rel_error', 'decide_precision', 'Precision', 'choose_precision', 'preserved_rng', 'probe_batch',
-           'train_probe', 'forward_probe']
+           'rel_error', 'decide_precision', 'bf16_reference_error', 'Precision', 'choose_precision', 'preserved_rng',
+           'probe_batch', 'train_probe', 'forward_probe']
 
 # %% ../nbs/00a_precision.ipynb #9d669c6c
 import os, math, time, random, platform, statistics, contextlib
@@ -67,7 +67,7 @@ def median_time(fn, # the step to time, called with no arguments
 
 # %% ../nbs/00a_precision.ipynb #427c6f4b
 BF16_UNIT_ROUNDOFF = 2.0 ** -8  # bf16: 7 stored significand bits + the implicit one
-BF16_TOL = 0.05  # relative error of a network's output in bf16 against fp32 that still counts as agreement
+BF16_TOL = 0.05  # least relative error of a network's bf16 output against fp32 that counts as agreement
 
 def rel_error(out:torch.Tensor, # the reduced-precision output
               ref:torch.Tensor, # the fp32 output of the same input
@@ -89,6 +89,25 @@ def decide_precision(fp32_s:float, # median seconds per fp32 step
     if speed < margin: return False, f'bf16 is not clearly faster ({speed:.2f}x fp32 < {margin:g}x)'
     return True, f'bf16 is {speed:.2f}x faster than fp32 and agrees (relative error {err:.2g})'
 
+def bf16_reference_error(model:torch.nn.Module, # the network
+                         run, # run(model) -> output tensor, computed in fp32 (no autocast)
+                        )->float: # relative error of the ideal bf16 pipeline against fp32
+    "The error bf16 itself implies for this network: weights, inputs and outputs of every conv/linear rounded to bf16."
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    rnd = lambda t: t.to(torch.bfloat16).float() if torch.is_tensor(t) and t.is_floating_point() else t
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad(): ref = run(model).float()
+    hooks = [h for m in layers for h in (m.register_forward_pre_hook(lambda m, i: tuple(rnd(t) for t in i)),
+                                         m.register_forward_hook(lambda m, i, o: rnd(o)))]
+    try:
+        with torch.no_grad():
+            for m in layers: m.weight.copy_(rnd(m.weight))
+            out = run(model).float()
+    finally:
+        for h in hooks: h.remove()
+        model.load_state_dict(saved)
+    return rel_error(out, ref)
+
 # %% ../nbs/00a_precision.ipynb #7416b1f5
 @dataclass
 class Precision:
@@ -99,6 +118,7 @@ class Precision:
     fp32_s: float|None = None
     amp_s: float|None = None
     rel_err: float|None = None
+    ref_err: float|None = None  # `bf16_reference_error` of the probed network
     def torch_dtype(self)->torch.dtype: return getattr(torch, self.dtype)
     def to_dict(self)->dict: return asdict(self)
     def describe(self, name:str='')->str:
@@ -125,6 +145,7 @@ def choose_precision(
     tol:float=BF16_TOL, # and agree within this relative error
     measure:bool|None=None, # None: measure only where bf16 can win (CPU with native bf16); True: always (tests)
     reps:int=3, # timed steps per precision
+    expected:float|None=None, # `bf16_reference_error` of the probed network: widens `tol` to twice it
 )->Precision:
     "Decide a stage's precision: explicit choice, CUDA's autocast, fp32 where bf16 is emulated, else by measurement."
     device = torch.device(device)
@@ -141,8 +162,10 @@ def choose_precision(
     ref = probe(False); out = probe(True)
     err = rel_error(out, ref)
     t32, t16 = median_time(lambda: probe(False), reps), median_time(lambda: probe(True), reps)
-    use, why = decide_precision(t32, t16, err, margin, tol)
-    return Precision(use, 'bfloat16' if use else 'float32', why, round(t32, 5), round(t16, 5), round(err, 6))
+    if expected is None and hasattr(probe, 'reference'): expected = probe.reference()
+    use, why = decide_precision(t32, t16, err, margin, max(tol, 2 * (expected or 0)))
+    return Precision(use, 'bfloat16' if use else 'float32', why, round(t32, 5), round(t16, 5), round(err, 6),
+                     None if expected is None else round(expected, 6))
 
 # %% ../nbs/00a_precision.ipynb #d358807a
 @contextlib.contextmanager
@@ -184,6 +207,7 @@ def train_probe(model:torch.nn.Module, # the network, already on `x`'s device (c
         finally:
             model.load_state_dict(saved); model.train(was)
             for p in model.parameters(): p.grad = None
+    probe.reference = lambda: bf16_reference_error(model, lambda m: m.pooled(x) if split else m(x))
     return probe
 
 def forward_probe(model:torch.nn.Module, # the network in its extraction mode, on `x`'s device
@@ -195,4 +219,5 @@ def forward_probe(model:torch.nn.Module, # the network in its extraction mode, o
     def probe(enabled:bool):
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype(device), enabled=enabled):
             return (embed(model, x) if embed else model(x)).float()
+    probe.reference = lambda: bf16_reference_error(model, lambda m: embed(m, x) if embed else m(x))
     return probe
