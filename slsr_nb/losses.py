@@ -60,8 +60,8 @@ def _as_long(x, n=None):
     t = torch.as_tensor(x).long().reshape(-1)
     return t if n is None else t.expand(n) if t.numel() == 1 else t
 
-def _check_batch(pids, n_ids, kind, clusters, eps, sets:IdSets|None):
-    "Validate a batch (few device syncs); return (pids, clusters) as long tensors (clusters -1 for real images)."
+def _check_batch(pids, n_ids, kind, clusters, eps, sets:IdSets|None, values:bool=True):
+    "Validate a batch; return (pids, clusters) as long tensors (clusters -1 for real images). `values=False` skips the value checks (device syncs)."
     if kind not in KINDS: raise ValueError(f'Unknown label-smoothing kind {kind!r}; expected one of {KINDS}.')
     if not (0 <= float(eps) < 1): raise ValueError(f'eps must lie in [0, 1), got {eps}.')
     if int(n_ids) < 1: raise ValueError(f'n_ids must be >= 1, got {n_ids}.')
@@ -70,6 +70,11 @@ def _check_batch(pids, n_ids, kind, clusters, eps, sets:IdSets|None):
     if clusters.shape != pids.shape:
         raise ValueError(f'{len(pids)} identities but {len(clusters)} cluster entries; give one cluster per image '
                          '(-1 for a real image).')
+    if values: _check_values(pids, n_ids, kind, clusters, sets)
+    return pids, clusters
+
+def _check_values(pids, n_ids, kind, clusters, sets):
+    "The checks that read values back from the device: identities in range, clusters known and non-empty."
     gen = clusters >= 0
     bad = ~gen & ((pids < 0) | (pids >= n_ids))
     if bad.any():
@@ -89,7 +94,6 @@ def _check_batch(pids, n_ids, kind, clusters, eps, sets:IdSets|None):
                 c = int(cg[empty][0])
                 raise ValueError(f'Generated image from cluster {c}, which has no identities (S_{c} is empty); '
                                  'its sparse target is undefined. Drop those images or recluster.')
-    return pids, clusters
 
 # %% ../nbs/07_losses.ipynb #a3f52679
 def label_dist(
@@ -151,12 +155,13 @@ def smoothing_loss(
     cluster_ids=None,    # list of C index sets S_c, or their `pad_sets` ('slsr')
     noise_layer:NoiseLayer|None=None, # applied to generated images' probabilities when given
     reduction:str='mean', # 'mean', 'sum' or 'none'
+    check:bool=True, # validate identities and clusters (reads values back: a device sync on a GPU)
 )->torch.Tensor:
     "Soft cross-entropy $L=(1-Z)L_{CE}+Z\\,L_{SLS}$ against the `kind` targets, computed sparsely."
     B, K = logits.shape
     if reduction not in ('mean', 'sum', 'none'): raise ValueError(f'Unknown reduction {reduction!r}.')
     sets = pad_sets(cluster_ids, K).to(logits.device) if kind == 'slsr' and cluster_ids is not None else None
-    pids, clusters = _check_batch(_as_long(pids).to(logits.device), K, kind, clusters, eps, sets)
+    pids, clusters = _check_batch(_as_long(pids).to(logits.device), K, kind, clusters, eps, sets, values=check)
     clusters = clusters.to(logits.device)
     with torch.autocast(logits.device.type, enabled=False):
         z = logits if logits.dtype == torch.float64 else logits.float()
@@ -164,20 +169,17 @@ def smoothing_loss(
     return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
 
 def _smoothing_loss(logits, pids, kind, clusters, eps, sets, noise_layer):
-    "Per-image losses; no (B, K) target is built and there is no loop over images or clusters."
+    "Per-image losses; no (B, K) target is built, no loop over images or clusters, and nothing is read back from the device."
     logp = F.log_softmax(logits, dim=1)
     loss = -logp.gather(1, pids.clamp(0, logits.shape[1] - 1)[:, None]).squeeze(1)  # real images: -log p(y)
     if kind == 'lsr': loss = (1 - eps) * loss - eps * logp.mean(1)
-    gen = clusters >= 0
-    if kind in ('lsro', 'slsr') and gen.any():
-        g = gen.nonzero().squeeze(1)
-        lg = logp[g] if noise_layer is None else torch.log(noise_layer(logp[g].exp()).clamp_min(1e-12))
-        if kind == 'lsro': lgen = -lg.mean(1)
-        else:
-            c = clusters[g]
-            lgen = -(lg.gather(1, sets.idx[c]) * sets.mask[c].to(lg.dtype)).sum(1) / sets.size[c].to(lg.dtype)
-        loss = loss.index_put((g,), lgen)
-    return loss
+    if kind not in ('lsro', 'slsr') or (sets is None and kind == 'slsr'): return loss
+    lg = logp if noise_layer is None else torch.log(noise_layer(logp.exp()).clamp_min(1e-12))
+    if kind == 'lsro': lgen = -lg.mean(1)
+    else:  # every row through its cluster's S_c (real rows use cluster 0 and are discarded by the `where`)
+        c = clusters.clamp_min(0)
+        lgen = -(lg.gather(1, sets.idx[c]) * sets.mask[c].to(lg.dtype)).sum(1) / sets.size[c].clamp_min(1).to(lg.dtype)
+    return torch.where(clusters >= 0, lgen, loss)
 
 # %% ../nbs/07_losses.ipynb #a8802aae
 class SmoothingLoss(nn.Module):
@@ -189,8 +191,10 @@ class SmoothingLoss(nn.Module):
                  eps:float=0.1,      # LSR smoothing mass ('lsr')
                  noise:bool=False,   # add the noise layer for generated images
                  noise_diag:float=0.999, # initial diagonal of the noise layer
+                 check_every:int|None=None, # validate every this many batches; None: every batch on the CPU, every 20th on a GPU (a device sync)
                 ):
         super().__init__()
+        self.check_every, self._calls = check_every, 0
         _check_batch(torch.zeros(0), n_ids, kind, None, eps, None)
         if kind == 'slsr' and cluster_ids is None: raise ValueError("kind='slsr' needs cluster_ids.")
         if noise and kind not in ('lsro', 'slsr'):
@@ -211,5 +215,7 @@ class SmoothingLoss(nn.Module):
                 reduction:str='mean'):
         "The loss of a batch: `crit(logits, batch)` is the `loss_fn(logits, batch)` that `train_model` accepts."
         if isinstance(batch, dict): batch, clusters = batch['pid'], batch.get('cluster')
-        return smoothing_loss(logits, batch, self.kind, clusters, self.eps, self.sets, self.noise_layer, reduction)
+        every = self.check_every or (1 if logits.device.type == 'cpu' else 20)
+        check, self._calls = self._calls % every == 0, self._calls + 1
+        return smoothing_loss(logits, batch, self.kind, clusters, self.eps, self.sets, self.noise_layer, reduction, check)
     def extra_repr(self): return f'n_ids={self.n_ids}, kind={self.kind!r}, eps={self.eps}, noise={self.noise_layer is not None}'
