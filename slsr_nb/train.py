@@ -7,15 +7,20 @@ __all__ = ['merge_batches', 'cross_entropy_loss', 'read_log', 'plot_log', 'load_
            'make_val_fn', 'run_baseline']
 
 # %% ../nbs/08_train.ipynb #4e28d345
-import json, math, random, time
+import json, math, random, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import get_device, autocast, amp_dtype, seed_everything, atomic_write_json, atomic_save, atomic_write_text, safe_load, fresh_dir
-from .models import param_groups, save_model
+from .core import get_device, autocast, amp_dtype, seed_everything, atomic_write_json, atomic_path, atomic_save, atomic_write_text, safe_load, fresh_dir
+from .models import param_groups, save_model, build_model
+from .data.datasets import load_dataset, build_transforms, build_loader
+from .features import extract_features, save_features
+from .eval.metrics import evaluate
 from .precision import choose_precision, probe_batch, train_probe, Precision
 from .distributed import dist_info, is_distributed, barrier, all_reduce_sum, any_rank, all_gather_objects
 
@@ -98,7 +103,6 @@ def plot_log(out_dir:str|Path, # a training run folder
     axs[1].set(xlabel='epoch', ylim=(0, 1)); axs[1].legend(fontsize=8)
     fig.tight_layout()
     if save:
-        from slsr_nb.core import atomic_path
         with atomic_path(Path(out_dir)/'curves.png') as t: fig.savefig(t, dpi=80, format='png')
     return fig
 
@@ -112,7 +116,6 @@ def _cycle(it):
 
 def _average_grads(module:nn.Module):
     "Average the gradients of `module`'s parameters over ranks (a trainable loss, e.g. the noise layer, outside DDP)."
-    import torch.distributed as dist
     for p in module.parameters():
         if p.requires_grad:
             if p.grad is None: p.grad = torch.zeros_like(p)
@@ -229,7 +232,6 @@ def _save_epoch(ck, out, model, opt, sched, loss_fn, epoch, rng, ddp, hparams, r
     with open(out/'log.jsonl', 'a') as fh: fh.write(json.dumps(rec) + '\n')
 
 def _wrap_ddp(model, dev):
-    from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
 
 def _fmt_rec(rec:dict)->str: return ' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items())
@@ -326,26 +328,6 @@ def _finish(model, out, log, info):
         import matplotlib.pyplot as plt
         plt.close(plot_log(out))
 
-# %% ../nbs/08_train.ipynb #e4b1c4b6
-class _TinyNet(nn.Module):
-    "A small ReidNet-like network for tests: conv trunk (`backbone`) + linear head."
-    def __init__(self, n_classes=3, dropout=0.5):
-        super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(8, n_classes))
-        self.config = {}
-    def features(self, x, which=None): return self.backbone(x).mean((2, 3))
-    def forward(self, x): return self.head(self.features(x))
-
-def _tiny_loader(n_ids=3, per_id=8, batch_size=6, seed=0, size=8):
-    "A shuffled DataLoader of kit-style dict items: identity i is an image of colour i plus noise."
-    g = torch.Generator().manual_seed(seed)
-    items = [{'img': torch.full((3, size, size), i / n_ids) + 0.3 * torch.randn(3, size, size, generator=g),
-              'pid': i, 'camid': j % 2, 'path': f'{i:04d}_c{j % 2}_{j}.jpg', 'cluster': -1}
-             for i in range(n_ids) for j in range(per_id)]
-    return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       generator=torch.Generator().manual_seed(seed))
-
 # %% ../nbs/08_train.ipynb #f9e6ab8a
 def val_split(records:list, # training records (img_path, pid, camid, ...)
               seed:int=0, # which image of each identity is held out
@@ -371,11 +353,8 @@ def make_val_fn(query_loader, # loader of the validation (or test) queries
                ):
     "A `val_fn(model) -> {'rank1', 'rank5', 'mAP'}` for `train_model`, using the kit's extractor and evaluator."
     def val_fn(model):
-        from slsr_nb.features import extract_features
-        from slsr_nb.eval.metrics import evaluate
         kw = dict(progress=False, **kwargs)
         q, g = extract_features(model, query_loader, **kw), extract_features(model, gallery_loader, **kw)
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             res = evaluate(q['feats'], g['feats'], q['pids'], g['pids'], q['camids'], g['camids'], metric=metric)
@@ -408,11 +387,6 @@ def run_baseline(
     **train_kw, # more `train_model` arguments
 )->dict: # metrics (rank1/5/10/20, mAP, mINP, epochs, minutes)
     "Train the baseline on `dataset`, evaluate it, and save model, metrics and features in `out_dir`."
-    from slsr_nb.data.datasets import load_dataset, build_transforms, build_loader
-    from slsr_nb.models import build_model
-    from slsr_nb.features import extract_features, save_features
-    from slsr_nb.eval.metrics import evaluate
-    from slsr_nb.core import atomic_write_json
     out = Path(out_dir)
     data = load_dataset(dataset, root=root, verbose=progress)
     train_recs, val_fn = data.train, None
