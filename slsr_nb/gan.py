@@ -109,7 +109,7 @@ def add_spectral_norm(D:nn.Module, # a discriminator (initialised)
         if isinstance(m, (nn.Conv2d, nn.Linear)): parametrizations.spectral_norm(m)
     return D
 
-# %% ../nbs/06_gan.ipynb #3ecfe612
+# %% ../nbs/06_gan.ipynb #412ff816
 GAN_LOSSES = ('bce', 'hinge')
 
 def _check_loss(loss):
@@ -152,7 +152,7 @@ def gan_step(
     opt_g.zero_grad(set_to_none=True); lg.backward(); opt_g.step()
     return ld.detach(), lg.detach()
 
-# %% ../nbs/06_gan.ipynb #6547556e
+# %% ../nbs/06_gan.ipynb #22fa3d2e
 DIFFAUG_POLICY = 'color,translation,cutout'
 
 def _rand(shape, g, x): return torch.rand(shape, generator=g).to(x.device, x.dtype)
@@ -207,7 +207,7 @@ def diff_augment(
         if p: x = _AUGS[p](x, generator)
     return x
 
-# %% ../nbs/06_gan.ipynb #36107ff6
+# %% ../nbs/06_gan.ipynb #e5c21f7a
 def _ema_decay(decay, step): return min(decay, (1 + step) / (10 + step))
 
 @torch.no_grad()
@@ -319,7 +319,7 @@ def build_gan(height=128, width=64, nz=100, ngf=64, ndf=64, seed=0, device=None,
     mf = torch.channels_last if channels_last else torch.contiguous_format
     return G.to(dev, memory_format=mf), D.to(dev, memory_format=mf)
 
-# %% ../nbs/06_gan.ipynb #8c6faa71
+# %% ../nbs/06_gan.ipynb #1041f24a
 def _check_images(images, height, width, name, progress)->torch.Tensor:
     check_size(height, width)
     if not isinstance(images, torch.Tensor): images = load_images(list(images), height, width, progress=progress)
@@ -695,12 +695,18 @@ def read_manifest(
 # %% ../nbs/06_gan.ipynb #e739a75e
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+def _image_tensor(path, height, width):
+    "One image as uint8 (3, height, width), any size (the feature model's input need not suit the DCGAN)."
+    im = _read_rgb(path)
+    if im.size != (width, height): im = im.resize((width, height), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+
 @torch.no_grad()
 def _embed(features, paths, height, width, batch_size, device):
     out = []
     mean, std = torch.tensor(_MEAN).view(1, 3, 1, 1), torch.tensor(_STD).view(1, 3, 1, 1)
     for i in range(0, len(paths), batch_size):
-        x = (load_images(paths[i:i + batch_size], height, width).float() / 255 - mean) / std
+        x = (torch.stack([_image_tensor(p, height, width) for p in paths[i:i + batch_size]]).float() / 255 - mean) / std
         f = features(x.to(device))
         out.append(torch.as_tensor(f).float().flatten(1).cpu())
     return torch.cat(out)
@@ -756,7 +762,7 @@ def cluster_consistency(
     if save is not None: atomic_write_json(rows, save)
     return rows
 
-# %% ../nbs/06_gan.ipynb #9688eb0c
+# %% ../nbs/06_gan.ipynb #eb2d838a
 def _as64(x): return (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))).double()
 
 def _poly(u, v): return (u @ v.T / u.shape[1] + 1) ** 3
@@ -788,7 +794,7 @@ def kid(
     se = np.std(vals, ddof=1) / math.sqrt(max(1, n // m)) if n_subsets > 1 else float('nan')
     return float(np.mean(vals)), float(se)
 
-# %% ../nbs/06_gan.ipynb #4b8f862e
+# %% ../nbs/06_gan.ipynb #93205ced
 def _kth_radius(f, k):
     "Distance from each point to its k-th nearest neighbour in the same set (itself excluded)."
     return torch.cdist(f, f).kthvalue(k + 1, dim=1).values
@@ -809,7 +815,7 @@ def precision_recall(
     recall = (d.T <= _kth_radius(gen, k)[None]).any(1).double().mean().item()
     return precision, recall
 
-# %% ../nbs/06_gan.ipynb #be440296
+# %% ../nbs/06_gan.ipynb #2493aefd
 def quality_from_features(
     real:dict,                # cluster → (n, d) features of its real images (every cluster)
     fake:dict,                # cluster → (n, d) features of its GAN's images
@@ -901,7 +907,7 @@ def show_real_vs_generated(
     with atomic_path(save) as tmp_: Image.fromarray(img).save(tmp_, format='PNG')
     return save
 
-# %% ../nbs/06_gan.ipynb #0d417694
+# %% ../nbs/06_gan.ipynb #935ff2fe
 GAN_VARIANTS = {
     'dcgan': {},
     'sn-hinge': dict(spectral_norm=True, loss='hinge'),
@@ -950,6 +956,10 @@ def compare_gan_variants(
         res['options'] = opts
         show_real_vs_generated(man, paths, labels, n=8, size=(height, width), real=False, save=d/'samples.png')
         results[name] = res
+        sm = res['summary']
+        print(f'{name}: {sum(t["seconds"] for t in res["training"].values()):.0f} s of training; consistency '
+              f'{", ".join(f"{v:.2f}" for v in sm["consistency"])}; recall {", ".join(f"{v:.2f}" for v in sm["recall"])}',
+              flush=True)
     _print_comparison(results)
     atomic_write_json(dict(max_seconds=max_seconds, epochs=epochs, n_per_cluster=n_per_cluster, variants=results),
                       out/'compare.json')
