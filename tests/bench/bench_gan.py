@@ -3,7 +3,9 @@
 Both sizes (128x64 and 64x32), batch 64, same architecture and initialisation, same run, rounds interleaved
 (one kit epoch, then one plain round from the kit's epoch callback, ...), the first round of each discarded as warm-up,
 medians reported. The kit's figure is its own per-epoch loop time (data batching + steps), read from its history.
-Also times the kit with channels_last, and with --amp bf16 autocast, at the smaller size.
+Also times the kit with channels_last, and with --amp bf16 autocast, at the smaller size; with --stabilisers, each
+GAN variant of `slsr_nb.gan.GAN_VARIANTS` (spectral norm, hinge, DiffAugment, EMA, TTUR) at the smaller size, as a
+ratio to the plain DCGAN's steps/s in the same run (what a fixed time budget buys each variant).
 
 Run (heavy: use the shared CPU lock):
     flock /work/scratch/cpu.lock python tests/bench/bench_gan.py [--steps 3] [--rounds 3] [--amp]
@@ -97,6 +99,7 @@ def main(argv=None):
     ap.add_argument('--sizes', default='128x64,64x32')
     ap.add_argument('--no-variants', action='store_true', help='skip the channels_last / bf16 timings')
     ap.add_argument('--amp', action='store_true', help='also time bf16 autocast (slow on CPUs without bf16 units)')
+    ap.add_argument('--stabilisers', action='store_true', help='also time each GAN_VARIANTS variant against plain DCGAN')
     a = ap.parse_args(argv)
     print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch}, '
           f'{a.steps} steps x {a.rounds} rounds (+1 warm-up)', flush=True)
@@ -125,6 +128,16 @@ def main(argv=None):
             s = statistics.median(kit_rounds(h, w, images, a.batch, a.rounds + 1, Path(d)/'k', **kw)[1:])
         results[f'{h}x{w} kit {name}'] = dict(kit_steps_per_s=s)
         print(f'{h}x{w} kit {name}: {s:.3f} steps/s', flush=True)
+    if a.stabilisers:
+        from slsr_nb.gan import GAN_VARIANTS
+        for name, kw in GAN_VARIANTS.items():
+            with tempfile.TemporaryDirectory() as d:
+                s = statistics.median(kit_rounds(h, w, images, a.batch, a.rounds + 1, Path(d)/'k', **kw)[1:])
+            results[f'{h}x{w} variant {name}'] = dict(kit_steps_per_s=s)
+        base = results[f'{h}x{w} variant dcgan']['kit_steps_per_s']
+        for name in GAN_VARIANTS:
+            r = results[f'{h}x{w} variant {name}']; r['ratio_to_dcgan'] = r['kit_steps_per_s'] / base
+            print(f'{h}x{w} variant {name}: {r["kit_steps_per_s"]:.3f} steps/s, {r["ratio_to_dcgan"]:.2f} x dcgan', flush=True)
     print(json.dumps(results))
     return 0 if ok else 1
 
