@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from .core import (get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
+from .precision import choose_precision, train_probe, Precision
 
 # %% ../nbs/06_gan.ipynb #29a74fea
 def check_size(
@@ -401,6 +402,26 @@ def _end_epoch(st:dict, cfg:dict, out:Path, epoch:int, fixed, losses:tuple, hist
     atomic_write_text(''.join(json.dumps({k: v for k, v in h.items() if not k.startswith('step_')}) + '\n'
                               for h in history), out/'log.jsonl')
 
+# %% ../nbs/06_gan.ipynb #18bdccf2
+class _GanProbe(nn.Module):
+    "G then D as one module, so that a precision probe times (and restores) a whole GAN forward + backward."
+    def __init__(self, G, D): super().__init__(); self.G, self.D = G, D
+    def forward(self, z): return self.D(self.G(z)).reshape(len(z), -1)
+
+def _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)->Precision:
+    "The GAN's precision: the run's own on resume (exact resume), else `choose_precision` on a probe step; saved as precision.json."
+    f = Path(out)/'precision.json'
+    if resuming and f.exists(): return Precision(**json.loads(f.read_text()))
+    probe = None
+    if not isinstance(amp, bool) and dev.type == 'cpu':
+        z = sample_noise(min(cfg['batch_size'], 16), cfg['nz'], torch.Generator().manual_seed(cfg['seed'])).to(dev)
+        probe = train_probe(_GanProbe(st['G'], st['D']), z, dev)
+    prec = choose_precision(amp, dev, probe=probe)
+    if prec.amp and prec.dtype == 'float16':  # gan_step has no gradient scaler: fp16 gradients could underflow
+        prec = Precision(False, 'float32', 'this GPU has no native bf16 and the GAN step has no gradient scaler')
+    atomic_write_json(prec.to_dict(), f)
+    return prec
+
 # %% ../nbs/06_gan.ipynb #c2849de3
 def train_gan(
     images,                  # uint8 tensor (N, 3, height, width) of real images, or a list of image paths
@@ -413,7 +434,7 @@ def train_gan(
     seed:int=0,              # seeds initialisation, data order, noise and augmentations
     resume:bool=True,        # continue from out_dir/last.pt when present
     overwrite:bool=False,    # start over in a non-empty out_dir
-    amp:bool|None=None,      # bf16 autocast; None: on for CUDA, off for CPU
+    amp:bool|str|None='auto', # 'auto': measured on a probe step (see `slsr_nb.precision`); True/False: bf16 on/off
     channels_last:bool=False, # NHWC memory format
     n_samples:int=64,        # fixed-noise images per epoch grid
     show:bool=False,         # show each epoch's grid inline (in a notebook)
@@ -430,14 +451,17 @@ def train_gan(
 )->dict:                     # {'history', 'out_dir', 'n_images', 'batch_size', 'epochs', 'budget_hit'}
     "Train one GAN (DCGAN unless stabilisers are asked for) on `images`, with a grid, a checkpoint and a log line every epoch."
     dev = _device(device)
-    if amp is None: amp = dev.type == 'cuda'
     images = _check_images(images, height, width, name, progress)
     n = len(images); bs = _batch_size(n, batch_size, name)
     cfg = _config(height, width, nz, ngf, ndf, n, bs, lr, beta1, beta2, seed, spectral_norm, loss, augment, ema, lr_d)
     out = fresh_dir(out_dir, resume=resume, overwrite=overwrite)
     (out/'samples').mkdir(exist_ok=True)
     st = _build_state(cfg, dev, channels_last)
+    resuming = resume and (out/'last.pt').exists()
     history, start = _resume(out/'last.pt', st, cfg) if resume else ([], 0)
+    prec = _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)
+    amp = prec.amp
+    if progress: print(prec.describe(name))
     fixed = sample_noise(n_samples, nz, _epoch_rng(seed, -1)).to(dev)
     mf = torch.channels_last if channels_last else torch.contiguous_format
     bar = tqdm(total=epochs * (n // bs), initial=min(start, epochs) * (n // bs), desc=name, disable=not progress)
