@@ -154,8 +154,9 @@ def prepare(nb, rel:Path, doc_url:str, page_of:dict):
         if c.cell_type == 'code':
             d = _directives(c.source)
             if d.get('include') == 'false' or 'hide' in d: continue
-            if d.get('output') == 'asis':  # what the cell printed is Markdown (Quarto's `output: asis`)
-                text = ''.join(o.get('text', '') for o in c.get('outputs', []) if o.get('output_type') == 'stream')
+            outs = c.get('outputs', [])
+            if d.get('output') == 'asis' and outs and all(o.get('output_type') == 'stream' for o in outs):
+                text = ''.join(o.get('text', '') for o in outs)  # printed Markdown (Quarto's `output: asis`)
                 keep.append(nbformat.v4.new_markdown_cell(_fix_links(text, doc_url, up, page_of, rel))); continue
             tags = set(c.metadata.get('tags', []))
             if d.get('echo') == 'false': tags.add('remove_input')

@@ -145,14 +145,16 @@ def test_math_typeset_no_raw_tex_or_markdown(site, browser):
             if hits: problems.append(f"{p['page']}: {what}: {hits[:3]}")
         counts[p['page']] = page.locator('.katex').count()
     page.goto(urljoin(base, 'losses.html'), wait_until='load')
+    sig_links = page.evaluate('() => Array.from(document.querySelectorAll("pre .c1 a")).map(a => a.getAttribute("href"))')
     tex = page.evaluate('() => Array.from(document.querySelectorAll(".katex annotation")).map(a => a.textContent)')
     fonts = page.evaluate('() => document.fonts.ready.then(() => document.fonts.check("16px KaTeX_Main"))')
     ctx.close()
     assert not problems, '\n'.join(problems[:20])
+    assert any(h.endswith('#idsets') for h in sig_links), f'no link to IdSets in the signatures of the Losses page: {sig_links}'
     assert counts['losses.html'] >= 10, f'too few typeset formulas on the Losses page: {counts["losses.html"]}'
     assert any('\\sum_k q(k)\\log p(k)' in t for t in tex), tex[:10]
     assert fonts, 'KaTeX fonts did not load from the site'
-    untypeset = [n for n in ('losses.html', 'slsr.html', 'cluster.html', 'eval.metrics.html') if counts.get(n, 1) == 0]
+    untypeset = [n for n in ('losses.html', 'slsr.html', 'eval.metrics.html', 'eval.rerank.html') if counts.get(n, 1) == 0]
     assert not untypeset, f'no typeset formula on {untypeset}: {counts}'   # pages whose prose is full of math
     assert not ctx.outside, f'pages requested non-local URLs: {sorted(set(ctx.outside))[:5]}'
 
