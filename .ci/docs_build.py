@@ -4,18 +4,24 @@
    slow/gpu/browser and the `nbdev_export()` cell are skipped, as `nbdev_test` does; notebooks whose front matter
    says `skip_exec: true`, such as the experiment notebooks, are rendered as they are);
 2. `nbdev_proc_nbs` on that copy (so `show_doc`, `#| hide`, `#| echo: false`, front matter and doc links are nbdev's);
-3. nbconvert's HTML exporter per processed notebook, Quarto cell options honoured (include/echo/output), external
-   scripts removed (the pages work offline), doc links to the docs host made relative, a navigation sidebar added.
+3. nbconvert's HTML exporter per processed notebook, Quarto cell options honoured (include/echo/output, and
+   `output: asis`: printed Markdown, as the results tables print it), external scripts removed (the pages work
+   offline), doc links to the docs host made relative (also those nbdev puts in signatures' comments), a navigation
+   sidebar added;
+4. math typeset in the browser by KaTeX served from the site (Debian's libjs-katex, copied into _katex/), and a search
+   index of every page built by Pagefind (PyPI `pagefind[bin]`, a static index and UI in pagefind/): both work from
+   the built files alone, with no server behind them and no request leaving the site.
 
 Usage: python .ci/docs_build.py [--out _site] [--no-exec] [--workers 2] [--only NAME ...]
 """
-import argparse, html, json, os, re, shutil, sys, time
+import argparse, html, json, os, re, shutil, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from configparser import ConfigParser
 from pathlib import Path
 import multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
+KATEX = Path(os.environ.get('SLSR_KATEX_DIR', '/usr/share/javascript/katex'))  # Debian's libjs-katex
 
 
 def cfg():
@@ -148,6 +154,10 @@ def prepare(nb, rel:Path, doc_url:str, page_of:dict):
         if c.cell_type == 'code':
             d = _directives(c.source)
             if d.get('include') == 'false' or 'hide' in d: continue
+            outs = c.get('outputs', [])
+            if d.get('output') == 'asis' and outs and all(o.get('output_type') == 'stream' for o in outs):
+                text = ''.join(o.get('text', '') for o in outs)  # printed Markdown (Quarto's `output: asis`)
+                keep.append(nbformat.v4.new_markdown_cell(_fix_links(text, doc_url, up, page_of, rel))); continue
             tags = set(c.metadata.get('tags', []))
             if d.get('echo') == 'false': tags.add('remove_input')
             if d.get('output') == 'false': tags.add('remove_output')
@@ -188,6 +198,7 @@ _CSS = '''
  nav#slsr-nav .section { margin: .8rem 0 .2rem; color: #57606a; font-size: 12px; text-transform: uppercase; }
  main#slsr-main { margin-left: 15rem; padding: 0 1.5rem 3rem; max-width: 70rem; }
  .jp-InputPrompt, .jp-OutputPrompt { display: none !important; }
+ #slsr-search { margin: 1rem 0 0; max-width: 48rem; }
 </style>
 '''
 
@@ -195,7 +206,7 @@ _CSS = '''
 def _nav(pages:list, current:Path)->str:
     rows, section = ['<nav id="slsr-nav"><a href="%s"><strong>slsr_nb</strong></a>' % html.escape(os.path.relpath('index.html', current.parent.as_posix() or '.'))], None
     for p in pages:
-        sec = 'Experiments' if len(p['out'].parts) > 1 else 'Library'
+        sec = 'Experiments' if len(p['out'].parts) > 1 else 'Results' if p['rel'].stem == 'results' else 'Library'
         if p['out'].name == 'index.html' and len(p['out'].parts) == 1: continue
         if sec != section: rows.append(f'<div class="section">{sec}</div>'); section = sec
         href = os.path.relpath(p['out'].as_posix(), current.parent.as_posix() or '.')
@@ -224,7 +235,7 @@ def render_all(proc:Path, out:Path, only=None):
         fm, _ = _front(nb)
         pages.append(dict(src=p, rel=rel, out=_out_name(rel, fm), title=fm.get('title') or rel.stem))
     # index first, then library pages in notebook order, then experiments
-    pages.sort(key=lambda d: (d['rel'].name != 'index.ipynb', len(d['rel'].parts) > 1, d['rel'].as_posix()))
+    pages.sort(key=lambda d: (d['rel'].name != 'index.ipynb', len(d['rel'].parts) > 1, d['rel'].stem == 'results', d['rel'].as_posix()))
     page_of = {os.path.normpath(d['rel'].as_posix()): d['out'].as_posix() for d in pages}
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -241,15 +252,61 @@ def render_all(proc:Path, out:Path, only=None):
         body = re.sub(r'<script[^>]*>(?:(?!</script>)[\s\S])*?https?://(?:unpkg\.com|cdnjs\.cloudflare\.com|cdn\.jsdelivr\.net)(?:(?!</script>)[\s\S])*</script>', '', body)
         body = re.sub(r'(<h[1-6][^>]*\bid="([^"]+)"[^>]*>)',  # Quarto's lower-case anchors, which nbdev's doc links use
                       lambda m: m.group(1) + (f'<a id="{m.group(2).lower()}"></a>' if m.group(2) != m.group(2).lower() else ''), body)
-        body = body.replace('</head>', _CSS + '</head>', 1)
-        body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + _nav(pages, d['out']) + '<main id="slsr-main">', body, count=1)
+        body = _link_comments(body)
+        up = '../' * (len(d['out'].parts) - 1)
+        body = body.replace('</head>', _CSS + _HEAD.replace('{up}', up) + '</head>', 1)
+        body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + _nav(pages, d['out']) +
+                      '<main id="slsr-main" data-pagefind-body><div id="slsr-search" data-pagefind-ignore></div>', body, count=1)
         body = body.replace('</body>', '</main></body>', 1)
         dest = out/d['out']; dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(body, encoding='utf-8')
         print(f'[docs] {d["rel"]} -> {d["out"]}', flush=True)
     _drop_dead_anchors(out, pages)
+    _copy_katex(out/'_katex')
     (out/'pages.json').write_text(json.dumps([{'page': d['out'].as_posix(), 'title': d['title'], 'source': d['rel'].as_posix()} for d in pages], indent=1))
     return pages
+
+
+_HEAD = r'''
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{up}_katex/katex.min.css">
+<script defer src="{up}_katex/katex.min.js"></script>
+<script defer src="{up}_katex/contrib/auto-render.js"></script>
+<link rel="stylesheet" href="{up}pagefind/pagefind-ui.css">
+<script src="{up}pagefind/pagefind-ui.js"></script>
+<script>
+document.addEventListener('DOMContentLoaded', () => {
+  renderMathInElement(document.getElementById('slsr-main'), {throwOnError: false, delimiters: [
+    {left: '$$', right: '$$', display: true}, {left: '$', right: '$', display: false},
+    {left: '\\(', right: '\\)', display: false}, {left: '\\[', right: '\\]', display: true}]});
+  new PagefindUI({element: '#slsr-search', showSubResults: true, showImages: false, resetStyles: false,
+                 baseUrl: new URL('{up}./', location.href).pathname});  // the site's root, wherever it is served
+});
+</script>
+'''
+
+
+def _link_comments(body:str)->str:
+    "nbdev turns a backticked name in a parameter's comment into a Markdown link, left raw in the signature's code."
+    def fix(m):
+        return re.sub(r'\[`([^`<>\]]+)`\]\(([^()\s<>"]+)\)', r'<a href="\2"><code>\1</code></a>', m.group(0))
+    return re.sub(r'<span class="c1">(?:(?!</span>).)*</span>', fix, body, flags=re.S)
+
+
+def _copy_katex(dest:Path):
+    "KaTeX's script, auto-render, stylesheet and woff2 fonts, served from the site itself."
+    if not (KATEX/'katex.min.js').is_file():
+        sys.exit(f'[docs] KaTeX not found in {KATEX}: run `bash .ci/browser-setup` (installs Debian\'s libjs-katex) '
+                 'or set SLSR_KATEX_DIR to a folder holding katex.min.js')
+    shutil.copytree(KATEX, dest, ignore=lambda d, names: [n for n in names if n.endswith(('.ttf', '.woff', '.mjs'))])
+
+
+def _search_index(out:Path):
+    "Pagefind reads the built pages (their <main>) and writes a static search index and its UI into pagefind/."
+    r = subprocess.run([sys.executable, '-m', 'pagefind', '--site', str(out)], capture_output=True, text=True)
+    if r.returncode != 0 or not (out/'pagefind'/'pagefind-ui.js').is_file():
+        sys.exit(f'[docs] pagefind failed (pip install "pagefind[bin]", pinned in settings.ini):\n{r.stdout[-2000:]}{r.stderr[-2000:]}')
+    print('[docs] ' + (re.findall(r'Indexed \d+ pages?', r.stdout) or ['search index written'])[0], flush=True)
 
 
 def _drop_dead_anchors(out:Path, pages:list):
@@ -293,6 +350,7 @@ def main(argv=None):
     from nbdev.serve import proc_nbs
     proc = proc_nbs(path=str(work), n_workers=0, force=True)
     pages = render_all(Path(proc), Path(a.out), a.only and (set(a.only) | {'index'}))
+    _search_index(Path(a.out))
     print(f'[docs] {len(pages)} pages in {a.out} ({time.time() - t0:.0f}s)')
     return 0
 

@@ -1,10 +1,12 @@
 """The built HTML docs in a real headless browser (Debian's chromium driven by Playwright): every page loads, every
-figure shows, every internal link (and #anchor) resolves, and nothing tries to reach the internet.
+figure shows, every internal link (and #anchor) resolves, formulas are typeset (KaTeX from the site), the search
+(Pagefind's static index) finds the right pages, the home page's pipeline figure loads, and no page requests
+anything but the site itself (every request is recorded).
 
 The site is `_site/` as `.ci/docs` builds it (rebuilt here when missing or older than the notebooks; set
 SLSR_DOCS_SITE to check another folder). Screenshots go to test_artifacts/docs/.
 """
-import functools, http.server, json, os, shutil, subprocess, sys, threading
+import functools, http.server, json, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 from urllib.parse import urljoin, urlparse, unquote
 import pytest
@@ -25,7 +27,7 @@ def _stale()->bool:
     idx = SITE/'pages.json'
     if not idx.exists(): return True
     if os.environ.get('SLSR_DOCS_SITE'): return False
-    newest = max(p.stat().st_mtime for p in (ROOT/'nbs').rglob('*.ipynb'))
+    newest = max(p.stat().st_mtime for p in (*(ROOT/'nbs').rglob('*.ipynb'), *(ROOT/'nbs'/'experiments'/'results').rglob('*.json')))
     return newest > idx.stat().st_mtime
 
 
@@ -112,3 +114,87 @@ def test_pages_load_figures_show_links_resolve(site, browser):
     assert checked >= len(pages), f'only {checked} internal links checked'
     with_figs = [k for k, v in figures.items() if v]
     assert len(with_figs) >= 3, f'figures on too few pages: {figures}'
+
+
+def _offline_context(browser):
+    "A browser context that lets only the site's own requests through and records the others."
+    ctx = browser.new_context(viewport={'width': 1200, 'height': 900})
+    ctx.outside, ctx.requests = [], []
+    def route(r):
+        url = r.request.url; ctx.requests.append(url)
+        if url.startswith('data:') or urlparse(url).hostname == '127.0.0.1': return r.continue_()
+        ctx.outside.append(url); return r.abort()
+    ctx.route('**/*', route)
+    return ctx
+
+_RAW_TEX = re.compile(r'\$[^$\n]*\\[A-Za-z]+[^$\n]*\$')           # $...\cmd...$ left as source text
+_RAW_LINK = re.compile(r'\[`[^`\n]+`\]\([^)\s]+\)')               # [`name`](page.html#anchor) left as Markdown
+_VISIBLE_TEXT = '''() => { const s = document.createElement('style'); s.textContent = '.katex { display: none !important; }';
+  document.head.appendChild(s); const t = document.body.innerText; s.remove(); return t; }'''
+
+
+def test_math_typeset_no_raw_tex_or_markdown(site, browser):
+    base, pages = site
+    ctx = _offline_context(browser); page = ctx.new_page()
+    problems, counts = [], {}
+    for p in pages:
+        page.goto(urljoin(base, p['page']), wait_until='load')
+        text = page.evaluate(_VISIBLE_TEXT)   # rendered formulas hidden: whatever TeX is left is raw
+        for rx, what in ((_RAW_TEX, 'raw TeX'), (_RAW_LINK, 'raw Markdown link')):
+            hits = rx.findall(text)
+            if hits: problems.append(f"{p['page']}: {what}: {hits[:3]}")
+        counts[p['page']] = page.locator('.katex').count()
+    page.goto(urljoin(base, 'losses.html'), wait_until='load')
+    sig_links = page.evaluate('() => Array.from(document.querySelectorAll("pre .c1 a")).map(a => a.getAttribute("href"))')
+    tex = page.evaluate('() => Array.from(document.querySelectorAll(".katex annotation")).map(a => a.textContent)')
+    fonts = page.evaluate('() => document.fonts.ready.then(() => document.fonts.check("16px KaTeX_Main"))')
+    ctx.close()
+    assert not problems, '\n'.join(problems[:20])
+    assert any(h.endswith('#idsets') for h in sig_links), f'no link to IdSets in the signatures of the Losses page: {sig_links}'
+    assert counts['losses.html'] >= 10, f'too few typeset formulas on the Losses page: {counts["losses.html"]}'
+    assert any('\\sum_k q(k)\\log p(k)' in t for t in tex), tex[:10]
+    assert fonts, 'KaTeX fonts did not load from the site'
+    untypeset = [n for n in ('losses.html', 'slsr.html', 'eval.metrics.html', 'eval.rerank.html') if counts.get(n, 1) == 0]
+    assert not untypeset, f'no typeset formula on {untypeset}: {counts}'   # pages whose prose is full of math
+    assert not ctx.outside, f'pages requested non-local URLs: {sorted(set(ctx.outside))[:5]}'
+
+
+def _search(page, url:str, query:str)->list:
+    "Open a page, type a query into its search box and return the result links as site paths."
+    page.goto(url, wait_until='load')
+    page.locator('#slsr-search input').fill(query)
+    page.wait_for_selector('.pagefind-ui__result-link', timeout=15000)
+    page.wait_for_timeout(300)  # let the result list settle
+    hrefs = page.evaluate('() => Array.from(document.querySelectorAll(".pagefind-ui__result-title .pagefind-ui__result-link")).map(a => a.href)')
+    paths = [unquote(urlparse(h).path).lstrip('/') for h in hrefs]
+    return [p + 'index.html' if p == '' or p.endswith('/') else p for p in paths]
+
+
+def test_search_finds_the_right_pages(site, browser):
+    base, pages = site
+    ctx = _offline_context(browser); page = ctx.new_page()
+    sub = [p['page'] for p in pages if '/' in p['page']]   # search from a page in a subfolder too: links stay right
+    found = {q: _search(page, urljoin(base, u), q) for q, u in (('eval_market', 'index.html'),
+                                                                 ('sparse label smoothing', sub[0] if sub else 'index.html'))}
+    ctx.close()
+    known = {p['page'] for p in pages}
+    for q, hits in found.items():
+        assert hits and set(hits) <= known, f'{q!r}: results {hits} are not pages of the site {sorted(known)}'
+    assert found['eval_market'][0] == 'eval.metrics.html', found   # the page that defines it comes first
+    assert 'losses.html' in found['sparse label smoothing'][:3], found
+    assert any('/pagefind/' in u for u in ctx.requests), 'the search index was never fetched'
+    assert not ctx.outside, f'the search requested non-local URLs: {sorted(set(ctx.outside))[:5]}'
+
+
+def test_pipeline_figure_loads(site, browser):
+    base, _ = site
+    ART.mkdir(parents=True, exist_ok=True)
+    ctx = _offline_context(browser); page = ctx.new_page()
+    page.goto(urljoin(base, 'index.html'), wait_until='load')
+    imgs = page.evaluate('''() => Array.from(document.querySelectorAll('.celltag_pipeline-figure img')).map(i =>
+                               ({ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth, h: i.naturalHeight}))''')
+    page.locator('.celltag_pipeline-figure').first.screenshot(path=str(ART/'pipeline_figure.png')) if imgs else None
+    ctx.close()
+    assert len(imgs) == 1 and imgs[0]['ok'], f'pipeline figure missing or broken on the home page: {imgs}'
+    assert imgs[0]['w'] > 2 * imgs[0]['h'] > 400, f'pipeline figure too small: {imgs[0]}'
+    assert not ctx.outside, sorted(set(ctx.outside))[:5]
