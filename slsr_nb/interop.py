@@ -438,7 +438,7 @@ def _add_exports(sub):
     m.add_argument('run', help='a run folder'); m.add_argument('--model', default='baseline', help='model name (default baseline)')
     m.add_argument('--onnx', help='.onnx destination'); m.add_argument('--torchscript', help='TorchScript .pt destination')
     m.add_argument('--no-check', action='store_true', help='skip the parity check against PyTorch')
-    m.set_defaults(func=cmd_export_model)
+    m.set_defaults(func=cmd_export_model, parser=m)
 
 def cmd_export_features(a)->int:
     "`slsr export-features`: print each written file."
@@ -448,6 +448,7 @@ def cmd_export_features(a)->int:
 
 def cmd_export_model(a)->int:
     "`slsr export-model`: print each export and its parity with PyTorch."
+    if not (a.onnx or a.torchscript): a.parser.error('give --onnx PATH and/or --torchscript PATH')  # exit code 2
     for fmt, r in export_model(a.run, a.model, a.onnx, a.torchscript, check=not a.no_check).items():
         par = r['parity']
         print(f"{fmt}: {r['path']}" + (f"  (max |diff| vs PyTorch {par['max_abs_diff']:.2e}, tolerance {par['tolerance']:.1e})" if par else ''))
