@@ -131,6 +131,8 @@ def score_result(
     "Score a read result file under `protocol` with the kit's evaluator."
     if protocol not in PROTOCOLS: raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     qf = res.get('qf')
+    if qf is None and protocol == 'market-multi-query':
+        raise ResultFileError(f"{res.get('path', 'the result')}: the multi-query protocol pools query features; this file holds distances")
     if qf is not None and protocol == 'market-multi-query': qf = multi_query_features(qf, res['q_pids'], res['q_camids'])
     distmat = compute_distance_matrix(qf, res['gf'], metric) if qf is not None else res['distmat']
     if rerank: distmat = _rerank(res, qf, distmat, metric, k1, k2, lambda_value)
@@ -268,7 +270,8 @@ def extract_split(model:torch.nn.Module, # a `ReidNet`
     tf = build_transforms(params['height'], params['width'], train=False)
     loader = build_loader(records, tf, batch_size=max(params.get('batch_size', 64), 64), train=False,
                           num_workers=params.get('num_workers', 0))
-    return extract_features(model, loader, device=device or params.get('device'), amp=params.get('amp'), progress=False)
+    return extract_features(model, loader, device=device or params.get('device'), amp=params.get('amp'), progress=False,
+                            distributed=False)  # whole splits on the calling process, also under torchrun
 
 def _l2n(f): return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
