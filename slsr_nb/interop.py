@@ -74,7 +74,9 @@ def _finite(path, name, a)->np.ndarray:
     a = np.asarray(a)
     if a.ndim != 2: raise ResultFileError(f'{path}: {name} must be a 2-d array, got shape {a.shape}')
     bad = ~np.isfinite(a).all(1)
-    if bad.any(): raise ResultFileError(f'{path}: {name} holds NaN or inf in {int(bad.sum())} rows (first: row {int(np.flatnonzero(bad)[0])})')
+    if bad.any():
+        raise ResultFileError(f'{path}: {name} holds NaN or inf in {int(bad.sum())} rows '
+                              f'(first: row {int(np.flatnonzero(bad)[0])})')
     return a
 
 # %% ../nbs/14_interop.ipynb #57ab8ae3
@@ -94,7 +96,8 @@ def read_result_file(path:str|Path, # layumi's pytorch_result.mat, or a .npz wit
     if has_f:
         out['qf'], out['gf'] = (_finite(path, got[k][0], got[k][1]).astype(np.float32) for k in ('qf', 'gf'))
         if out['qf'].shape[1] != out['gf'].shape[1]:
-            raise ResultFileError(f"{path}: query features are {out['qf'].shape[1]}-d, gallery features {out['gf'].shape[1]}-d")
+            raise ResultFileError(f"{path}: query features are {out['qf'].shape[1]}-d, "
+                                  f"gallery features {out['gf'].shape[1]}-d")
         nq, ng = len(out['qf']), len(out['gf'])
     else:
         out['distmat'] = _finite(path, 'distmat', got['distmat'][1]); nq, ng = out['distmat'].shape
@@ -132,7 +135,8 @@ def score_result(
     if protocol not in PROTOCOLS: raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     qf = res.get('qf')
     if qf is None and protocol == 'market-multi-query':
-        raise ResultFileError(f"{res.get('path', 'the result')}: the multi-query protocol pools query features; this file holds distances")
+        raise ResultFileError(f"{res.get('path', 'the result')}: the multi-query protocol pools query features; "
+                              'this file holds distances')
     if qf is not None and protocol == 'market-multi-query': qf = multi_query_features(qf, res['q_pids'], res['q_camids'])
     distmat = compute_distance_matrix(qf, res['gf'], metric) if qf is not None else res['distmat']
     if rerank: distmat = _rerank(res, qf, distmat, metric, k1, k2, lambda_value)
@@ -181,7 +185,8 @@ def eval_files(
     if not files: raise ValueError('eval_files needs at least one result file')
     read = [read_result_file(f) for f in files]
     name = name or Path(files[0]).stem
-    out = {'dataset': Path(files[0]).name, 'protocol': {'protocol': protocol, 'ap': ap, 'metric': metric, 'splits': len(files)},
+    out = {'dataset': Path(files[0]).name,
+           'protocol': {'protocol': protocol, 'ap': ap, 'metric': metric, 'splits': len(files)},
            'files': [str(f) for f in files], 'results': {}, 'cmc': {}}
     for variant in (False, True) if rerank else (False,):
         r = average_results([score_result(x, protocol, metric, ap, rerank=variant, **kw) for x in read])
@@ -299,7 +304,8 @@ def write_torchreid_npz(path:str|Path, # destination .npz
     z = {}
     for split, f in splits.items():
         kf, kp, kc, ka = _NPZ[split]
-        z[kf], z[kp], z[kc] = np.asarray(f['feats'], np.float32), np.asarray(f['pids'], np.int64), np.asarray(f['camids'], np.int64)
+        z[kf] = np.asarray(f['feats'], np.float32)
+        z[kp], z[kc] = np.asarray(f['pids'], np.int64), np.asarray(f['camids'], np.int64)
         z[ka] = np.asarray([str(p) for p in f.get('paths', [])])
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as fh: np.savez(fh, **z)
@@ -325,7 +331,8 @@ def export_features(
     out_dir, written = Path(out_dir or Path(run_dir)/'export'), {}
     for name in models:
         net = load_model(found[name])
-        splits = {s: extract_split(net, getattr(data, s), p, device) for s in ('query', 'gallery') + (('train',) if train else ())}
+        names = ('query', 'gallery') + (('train',) if train else ())
+        splits = {s: extract_split(net, getattr(data, s), p, device) for s in names}
         d = out_dir/name; written[name] = {}
         if 'mat' in formats: written[name]['mat'] = write_layumi_mat(d/'pytorch_result.mat', splits)
         if 'npz' in formats: written[name]['npz'] = write_torchreid_npz(d/'features.npz', splits)
@@ -438,7 +445,8 @@ def _add_exports(sub):
                                    'its preprocessing as PATH.json, and check it against PyTorch.',
                        epilog='example: slsr export-model runs/demo --model slsr --onnx slsr.onnx --torchscript slsr.pt',
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    m.add_argument('run', help='a run folder'); m.add_argument('--model', default='baseline', help='model name (default baseline)')
+    m.add_argument('run', help='a run folder')
+    m.add_argument('--model', default='baseline', help='model name (default baseline)')
     m.add_argument('--onnx', help='.onnx destination'); m.add_argument('--torchscript', help='TorchScript .pt destination')
     m.add_argument('--no-check', action='store_true', help='skip the parity check against PyTorch')
     m.set_defaults(func=cmd_export_model, parser=m)
@@ -454,7 +462,8 @@ def cmd_export_model(a)->int:
     if not (a.onnx or a.torchscript): a.parser.error('give --onnx PATH and/or --torchscript PATH')  # exit code 2
     for fmt, r in export_model(a.run, a.model, a.onnx, a.torchscript, check=not a.no_check).items():
         par = r['parity']
-        print(f"{fmt}: {r['path']}" + (f"  (max |diff| vs PyTorch {par['max_abs_diff']:.2e}, tolerance {par['tolerance']:.1e})" if par else ''))
+        check = f"  (max |diff| vs PyTorch {par['max_abs_diff']:.2e}, tolerance {par['tolerance']:.1e})" if par else ''
+        print(f"{fmt}: {r['path']}{check}")
     return 0
 
 def add_commands(sub, # the `add_subparsers()` object of the `slsr` parser
@@ -497,10 +506,12 @@ def evaluate_model_on(net:torch.nn.Module, # a `ReidNet`
                      )->dict:      # {'plain': row + 'cmc', 'rerank': ...}
     "One model on one data set's query/gallery under that data set's protocol."
     q, g = extract_split(net, data.query, params), extract_split(net, data.gallery, params)
-    res = {'qf': q['feats'], 'gf': g['feats'], 'q_pids': q['pids'], 'g_pids': g['pids'], 'q_camids': q['camids'], 'g_camids': g['camids']}
+    res = {'qf': q['feats'], 'gf': g['feats'], 'q_pids': q['pids'], 'g_pids': g['pids'],
+           'q_camids': q['camids'], 'g_camids': g['camids']}
     out = {}
     for variant in ('plain', 'rerank') if params.get('rerank') else ('plain',):
-        r = score_result(res, _protocol_of(data), params.get('metric', 'euclidean'), rerank=variant == 'rerank', dataset=data.name)
+        r = score_result(res, _protocol_of(data), params.get('metric', 'euclidean'), rerank=variant == 'rerank',
+                         dataset=data.name)
         out[variant] = {**result_row(r), 'cmc': [float(x) for x in r['cmc']], 'protocol': r.get('protocol')}
     return out
 
@@ -526,7 +537,7 @@ def cross_domain_results(models:dict, # {model name: model file or `ReidNet`}
 
 def evaluate_run_on(run_dir:str|Path, # a run folder
                     eval_on, # entries for `parse_eval_on`
-                    write:bool=True, # store the result as 'cross_domain' in metrics.json (or cross_domain.json when the run has none)
+                    write:bool=True, # store it as 'cross_domain' in metrics.json (cross_domain.json if there is none)
                    )->dict:          # `cross_domain_results`'s dict
     "Evaluate every model of a finished run on other data sets, and record it beside the home result."
     run_dir = Path(run_dir); p = run_params(run_dir)

@@ -9,7 +9,7 @@ torchreid's variables in an .npz. Timed, each the median of --repeats runs withi
 * kit, .npz:  `eval_files` (`slsr eval FILE`: euclidean, standard AP)
 * torchreid:  np.load + squared-euclidean distances (float32 torch, as torchreid) + the per-query NumPy evaluation of
               tests/eval_reference.py (the logic of torchreid's Python `eval_market1501`; its Cython build is not installed here)
-and once, `slsr eval FILE` as a command (interpreter and imports included). Prints the times and the ratios.
+then the evaluation alone (`eval_market` against the reference on one distance matrix), and once `slsr eval FILE` as a command (interpreter and imports included). Prints the times and the ratios.
 
     python tests/bench/bench_interop.py [--repeats 3]
 """
@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 from test_interop import market_like, write_layumi, write_torchreid, layumi_eval, SLSR
 from eval_reference import ref_eval_market
 from slsr_nb.interop import eval_files
+from slsr_nb.eval.metrics import eval_market
 
 
 def median_time(fn, repeats):
@@ -75,6 +76,11 @@ def main():
         assert diff < 0.05, (name, got, mAP, cmc[0])   # float32 near-ties may order differently; nothing more
         print(f'{name:15s} slsr eval {tk:6.2f}s   peer (read + own evaluation) {tp:7.2f}s   ratio {tp / tk:5.1f}x   '
               f'(rank-1 {got["rank1"]:.2f}, mAP {got["mAP"]:.2f}; the peer differs by {diff:.1e} points)')
+    z = np.load(npz); D = torchreid_distance(z['qf'], z['gf']); ids = [z[k] for k in ('q_pids', 'g_pids', 'q_camids', 'g_camids')]
+    t_ev, _ = median_time(lambda: eval_market(D, *ids), a.repeats)
+    t_ref, _ = median_time(lambda: ref_eval_market(D, *ids), a.repeats)
+    print(f'evaluation alone, same distance matrix: eval_market {t_ev:.2f}s, per-query NumPy reference {t_ref:.2f}s, '
+          f'ratio {t_ref / t_ev:.1f}x')
     t = time.perf_counter()
     subprocess.run([SLSR, 'eval', str(mat), '--ap', 'official', '--metric', 'cosine'], check=True, capture_output=True)
     t_cmd = time.perf_counter() - t
