@@ -12,6 +12,7 @@ import sys, os, json, time, argparse
 from pathlib import Path
 import yaml
 from .core import project_root
+from . import interop
 from .pipeline import (ParamError, RunLocked, StageUnavailable, PARAMS, validate_params, load_params,
                               run_pipeline, results_table, list_runs, compare_runs)
 
@@ -98,6 +99,7 @@ def run_notebook(
 # %% ../nbs/12_cli.ipynb #b2c403ac
 _BY_NAME = {'ParamError': EXIT_USAGE, 'UsageError': EXIT_USAGE, 'FileNotFoundError': EXIT_DATA,
             'RunLocked': EXIT_BUSY, 'FileExistsError': EXIT_BUSY, 'KeyboardInterrupt': EXIT_INTERRUPTED}
+_BY_NAME['ResultFileError'] = EXIT_DATA  # slsr eval: a result file it cannot score (see 14_interop)
 
 def exit_code(e:BaseException, # the error that ended a command
              )->int:
@@ -192,6 +194,7 @@ def build_parser()->argparse.ArgumentParser:
     c = sub.add_parser('compare', help='one table and one CMC figure across runs')
     c.add_argument('runs', nargs='+', help='finished run folders')
     c.add_argument('--save', help='PNG file for the CMC curves')
+    interop.add_commands(sub)  # slsr eval, export-features, export-model (14_interop)
     return ap
 
 def main(argv:list|None=None, # arguments (default sys.argv[1:])
@@ -201,6 +204,7 @@ def main(argv:list|None=None, # arguments (default sys.argv[1:])
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     try:
+        if getattr(a, 'func', None): return a.func(a)  # sub-commands registered by other modules
         if a.cmd in ('demo', 'run'): return _cmd_run(a, demo=a.cmd == 'demo')
         if a.cmd == 'list': return _cmd_list(a)
         if a.cmd == 'compare': return _cmd_compare(a)
