@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAIL', 'EXIT_USAGE', 'EXIT_DATA', 'EXIT_BUSY', 'EXIT_INTERRUPTED', 'DEMO_PARAMS', 'UsageError',
-           'experiments_dir', 'find_notebook', 'find_params', 'read_params_file', 'parse_overrides', 'run_notebook',
-           'exit_code', 'build_parser', 'main']
+           'experiments_dir', 'find_notebook', 'find_params', 'read_params_file', 'parse_overrides', 'echo_progress',
+           'run_notebook', 'exit_code', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #ab3c74a9
-import sys, os, json, time, argparse
+import sys, os, json, time, argparse, threading, contextlib
 from pathlib import Path
 import yaml
 from .core import project_root
 from . import interop
-from .pipeline import (ParamError, RunLocked, StageUnavailable, PARAMS, validate_params, load_params,
+from .pipeline import (ParamError, RunLocked, StageUnavailable, PARAMS, CLAIM_ENV, PROGRESS_ENV, RunFolder,
+                              validate_params, plain_params, read_yaml_params, claim_params, load_params,
                               run_pipeline, results_table, list_runs, compare_runs)
 
 # %% ../nbs/12_cli.ipynb #c07e725a
@@ -51,12 +52,8 @@ def find_params(name:str)->Path:
 # %% ../nbs/12_cli.ipynb #c6e1ba9d
 def read_params_file(path:str|Path, # a YAML file of name: value
                     )->dict:
-    "Read a YAML parameter file (safe loader) into a dict, with errors that name the file."
-    path = Path(path)
-    try: params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e: raise ParamError(f'{path} is not valid YAML: {e}') from e
-    if not isinstance(params, dict): raise ParamError(f'{path} must hold a mapping of name: value, not {type(params).__name__}')
-    return params
+    "Read a YAML parameter file (safe loader, UTF-8) into a dict, with errors that name the file."
+    return read_yaml_params(path)
 
 # %% ../nbs/12_cli.ipynb #010b9ea1
 def parse_overrides(pairs:list, # [[name, value], ...] from argparse
@@ -69,6 +66,37 @@ def parse_overrides(pairs:list, # [[name, value], ...] from argparse
     return out
 
 # %% ../nbs/12_cli.ipynb #1836b4a5
+@contextlib.contextmanager
+def _env(name:str, value:str):
+    "Set one environment variable (inherited by the notebook's kernel) for the duration of a block."
+    old = os.environ.get(name); os.environ[name] = value
+    try: yield
+    finally:
+        if old is None: os.environ.pop(name, None)
+        else: os.environ[name] = old
+
+@contextlib.contextmanager
+def echo_progress(path:Path, # the progress file the notebook's `console_progress` appends to
+                  out=None, # where to echo it (default sys.stderr)
+                  every:float=0.2, # seconds between reads
+                 ):
+    "Echo what the notebook's kernel appends to `path` while the block runs, then delete the file."
+    out = out or sys.stderr
+    path = Path(path); path.write_text('')
+    stop = threading.Event()
+    def pump():
+        with open(path, encoding='utf-8', errors='replace') as fh:
+            while True:
+                chunk = fh.read()
+                if chunk: out.write(chunk); out.flush()
+                elif stop.is_set(): return
+                else: time.sleep(every)
+    t = threading.Thread(target=pump, daemon=True, name='slsr-progress'); t.start()
+    try:
+        with _env(PROGRESS_ENV, str(path)): yield
+    finally:
+        stop.set(); t.join(10); path.unlink(missing_ok=True)
+
 def run_notebook(
     notebook:str|Path, # name or path of an experiment notebook
     params:dict|None=None, # parameters to inject
@@ -77,10 +105,10 @@ def run_notebook(
     log_output:bool=False, # echo the notebook's output while it runs
     progress:bool=False, # papermill's progress bar
 )->Path:             # the executed notebook
-    "Execute an experiment notebook with papermill into a run folder, after checking its parameters."
+    "Execute an experiment notebook with papermill into a run folder, after checking its parameters and claiming the folder."
     import papermill as pm
     nb = find_notebook(str(notebook))
-    params = dict(params or {})
+    params = plain_params(dict(params or {}), f'parameters of {nb.name}')
     declared = pm.inspect_notebook(str(nb))
     unknown = sorted(set(params) - set(declared))
     if unknown:
@@ -89,15 +117,18 @@ def run_notebook(
     if 'run_dir' in declared: params['run_dir'] = str(run_dir)
     if 'out_dir' in declared and 'out_dir' not in params: params['out_dir'] = str(run_dir)  # figures beside the log
     kit = {k: v for k, v in params.items() if k in PARAMS}
-    if kit: validate_params(kit)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir/nb.name
-    pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(run_dir),
-                        log_output=log_output, progress_bar=progress)
+    full = validate_params(kit) if kit else None
+    if kit: params.update({k: full[k] for k in kit})  # the checked, normalised values are what the notebook gets
+    with RunFolder(run_dir, log=lambda *a: None) as run:  # claimed before papermill writes anything
+        if full is not None and set(PARAMS) <= set(declared): claim_params(run, full)  # the pipeline notebook
+        out = run.path/nb.name
+        with _env(CLAIM_ENV, run.token), echo_progress(run.path/'.progress.log'):
+            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(run_dir),
+                                log_output=log_output, progress_bar=progress)
     return out
 
 # %% ../nbs/12_cli.ipynb #b2c403ac
-_BY_NAME = {'ParamError': EXIT_USAGE, 'UsageError': EXIT_USAGE, 'FileNotFoundError': EXIT_DATA,
+_BY_NAME = {'ParamError': EXIT_USAGE, 'UsageError': EXIT_USAGE, 'NotARunFolder': EXIT_USAGE, 'FileNotFoundError': EXIT_DATA,
             'RunLocked': EXIT_BUSY, 'FileExistsError': EXIT_BUSY, 'KeyboardInterrupt': EXIT_INTERRUPTED}
 _BY_NAME['ResultFileError'] = EXIT_DATA  # slsr eval: a result file it cannot score (see 14_interop)
 
@@ -127,6 +158,7 @@ def _cmd_run(a, demo=False):
     params.update(parse_overrides(a.param))
     if a.data_root: params['data_root'] = a.data_root
     if a.overwrite: params['overwrite'] = True
+    params = plain_params(params)  # bytes, dates, sets (YAML tags) are refused before anything runs
     run_dir = Path(a.run_dir or params.get('run_dir') or Path('runs')/('demo' if demo else Path(a.notebook).stem)).resolve()
     t0 = time.time()
     from slsr_nb.distributed import dist_info, init_distributed
@@ -151,9 +183,11 @@ def _cmd_list(a):
     runs = list_runs(a.root)
     if a.json: print(json.dumps(runs, indent=2)); return EXIT_OK
     if not runs: print(f'no runs under {a.root}'); return EXIT_OK
+    num = lambda v, k: f'{v[k]:.1f}' if isinstance(v.get(k), (int, float)) else '-'
     for r in runs:
-        res = ', '.join(f"{m}: r1 {v.get('rank1', float('nan')):.1f} mAP {v.get('mAP', float('nan')):.1f}" for m, v in r['results'].items())
+        res = ', '.join(f"{m}: r1 {num(v, 'rank1')} mAP {num(v, 'mAP')}" for m, v in r['results'].items() if isinstance(v, dict))
         print(f"{r['run']}  [{r['status']}]  {r['dataset']}/{r['backbone']}  {res}")
+        for p in r.get('problems', []): print(f'    ! {p}')
     return EXIT_OK
 
 def _cmd_compare(a):

@@ -31,6 +31,10 @@ def check_features(feats, # (n_images, dim) array or tensor
         rows = np.flatnonzero(bad)
         raise ValueError(f'{name} has {len(rows)} row(s) with NaN or infinite values (rows {rows[:5].tolist()}'
                          f'{"..." if len(rows) > 5 else ""}); fix or drop those images before clustering.')
+    big, lim = float(np.abs(X).max()), float(np.sqrt(np.finfo(np.promote_types(X.dtype, np.float32)).max / (4 * X.shape[1])))
+    if big > lim:  # one clear error instead of overflow warnings and a misleading empty-cluster error from k-means
+        raise ValueError(f'{name} holds values up to {big:.3g}: squared distances between such vectors overflow '
+                         f'(limit {lim:.3g} for {X.shape[1]} dimensions); rescale or L2-normalise the features.')
     return X
 
 def _check_labels(labels, n:int, name:str='labels')->np.ndarray:

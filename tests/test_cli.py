@@ -126,6 +126,21 @@ def test_papermill_smoke_run_of_the_pipeline_notebook(papermill_run):
     assert yaml.safe_load((run/'params.yaml').read_text())['epochs'] == 1
 
 
+def test_papermill_run_shows_stages_and_progress_on_the_console(papermill_run):
+    "Without -v: one line per stage as it starts and as it ends (name, ran/reused, seconds), and the tqdm bars."
+    err = papermill_run['err']
+    lines = [l for l in err.replace('\r', '\n').splitlines() if l.strip()]
+    for st in ('data', 'baseline', 'evaluate-baseline', 'features', 'clusters', 'gans', 'generate', 'finetune-slsr', 'report'):
+        start = next(i for i, l in enumerate(lines) if l.startswith(f'[{st}] running in stages/{st}-'))
+        end = next(i for i, l in enumerate(lines) if l.startswith(f'[{st}] done: ran in ') and l.endswith('s'))
+        assert start < end, st
+    bars = [l for l in lines if 'epoch 1/1' in l and '|' in l and ('it/s' in l or 's/it' in l)]
+    assert bars, err[-2000:]
+    assert not (papermill_run['run']/'.progress.log').exists()
+    nb = (papermill_run['run']/'slsr_pipeline.ipynb').read_text()
+    assert '[baseline] done: ran in' in nb and 'epoch 1/1' not in nb   # the stage lines in the log, the bars on the console
+
+
 def test_rerun_reuses_the_cached_stages(papermill_run):
     r = papermill_run
     t = time.time()
@@ -134,6 +149,7 @@ def test_rerun_reuses_the_cached_stages(papermill_run):
     assert c == 0, err
     timings = json.loads((r['run']/'timings.json').read_text())
     assert len(timings['reused']) == len(timings['stages']) >= 8, timings
+    assert err.count('done: reused (0.0s)') == len(timings['stages']), err
     assert time.time() - t < 60
 
 

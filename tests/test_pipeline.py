@@ -74,6 +74,25 @@ def test_changed_parameter_reruns_only_downstream(tiny_run, data_root):
     assert r['metrics']['results'] == tiny_run['metrics']['results'] and len(r['reused']) == len(r['results'])
 
 
+def test_lsr_and_slsr_with_noise_run_through_the_pipeline(tiny_run, data_root):
+    "Every kind of the loss registry can be asked for; upstream stages (baseline, clusters, GANs, images) are reused."
+    r = run_pipeline(tiny_params(data_root, tiny_run['run_dir'], smoothing=['lsr', 'slsr+noise'], overwrite=True), log=lambda *a: None)
+    assert set(r['metrics']['results']) == {'baseline', 'lsr', 'slsr+noise'}
+    assert {'baseline', 'clusters', 'gans', 'generate'} <= set(r['reused']) and 'finetune-slsr+noise' not in r['reused']
+    assert r['results']['finetune-slsr+noise']['method'] == 'slsr+noise' and r['results']['finetune-lsr']['n_generated'] == 0
+    run_pipeline(tiny_params(data_root, tiny_run['run_dir'], overwrite=True), log=lambda *a: None)  # back to the fixture's
+
+
+def test_every_registry_backbone_is_accepted_and_built():
+    "Backbones are the model registry's: each one validation accepts is one build_model builds (and `tiny` is gone)."
+    from slsr_nb.models import ARCHS, build_model
+    assert 'mobilenet_v2' in ARCHS
+    for arch in ARCHS:
+        p = validate_params({'backbone': arch})
+        assert build_model(p['backbone'], 5, weights=None).eval()(torch.zeros(2, 3, 64, 32)).shape[0] == 2
+    with pytest.raises(ParamError, match="'tiny' is not one of"): validate_params({'backbone': 'tiny'})
+
+
 def test_finished_run_is_not_overwritten(tiny_run, data_root):
     with pytest.raises(FileExistsError, match='other parameters'):
         run_pipeline(tiny_params(data_root, tiny_run['run_dir'], seed=1), log=lambda *a: None)

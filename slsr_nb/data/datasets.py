@@ -475,19 +475,47 @@ FOLDER_PATTERN = re.compile(r'^(-?\d+)_c(\d+)(?:[_s].*)?$')
 FOLDER_PATTERN_TEXT = 'PID_cCAM_*.jpg (e.g. 0007_c2_0001.jpg) or PID/*.jpg sub-folders (e.g. 0007/c2_0001.jpg)'
 _CAM_TOKEN = re.compile(r'(?:^|[_\-])c(\d+)(?=$|[_\-s])')
 
-def _read_plain_split(folder:Path, split_cam:int)->tuple:
+def _check_link(p:Path, root:Path):
+    "Refuse a symlink that leads back into the data folder: its images would be read twice, or under another identity."
+    if not p.is_symlink(): return
+    t, r = p.resolve(), root.resolve()
+    if t == r or r in t.parents:
+        raise ValueError(f"{p} is a symlink to {t}, inside the data folder {root}: its images would be read twice or "
+                         "under another identity. Replace it with the files themselves, or remove it.")
+
+def _identity_folders(folder:Path, root:Path)->list:
+    "The PID/ sub-folders of a split folder, refusing a layout that would merge identities or lose images."
+    entries = sorted(folder.iterdir())
+    for e in entries: _check_link(e, root)
+    subdirs = [p for p in entries if p.is_dir()]
+    flat = [p for p in entries if p.is_file() and p.suffix.lower() in IMG_EXTS]
+    if subdirs and flat:
+        raise ValueError(f"Split folder {folder} holds both images ({len(flat)}, e.g. {flat[0].name}) and identity "
+                         f"sub-folders ({len(subdirs)}, e.g. {subdirs[0].name}/): use one layout, {FOLDER_PATTERN_TEXT}. "
+                         "Read either way, some images would be lost or given another image's identity.")
+    seen = {}
+    for sd in subdirs:
+        if not re.fullmatch(r'-?\d+', sd.name):
+            raise ValueError(f"Cannot read the identity folder {sd}: its name must be an integer identity. Expected {FOLDER_PATTERN_TEXT}.")
+        if (pid := int(sd.name)) in seen:
+            raise ValueError(f"Identity folders {seen[pid]} and {sd} both name identity {pid}: their images would be "
+                             "merged into one identity. Rename or merge them.")
+        seen[pid] = sd
+    return subdirs
+
+def _read_plain_split(folder:Path, split_cam:int, root:Path|None=None)->tuple:
     "Records of one split folder (flat PID_cCAM_* names, or PID/ sub-folders) and whether cameras came from names."
     if not folder.is_dir():
         raise FileNotFoundError(f"Split folder {folder} does not exist. Expected: {FOLDER_PATTERN_TEXT}.")
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    root = folder.parent if root is None else root
+    subdirs = _identity_folders(folder, root)
     recs, cams_known = [], True
     if not subdirs:
         for p in _list_images(folder):
             pid, cam = parse_market_name(p, FOLDER_PATTERN, FOLDER_PATTERN_TEXT); recs.append((str(p), pid, cam))
     for sd in subdirs:
-        if not re.fullmatch(r'-?\d+', sd.name):
-            raise ValueError(f"Cannot read the identity folder {sd}: its name must be an integer identity. Expected {FOLDER_PATTERN_TEXT}.")
         for p in _list_images(sd):
+            _check_link(p, root)
             m = _CAM_TOKEN.search(p.stem)
             if m: recs.append((str(p), int(sd.name), int(m.group(1)) - 1))
             else: recs.append((str(p), int(sd.name), split_cam)); cams_known = False
@@ -504,9 +532,12 @@ def plain_folder(root:Path, # the data set folder
     "A user's own images: flat `PID_cCAM_*.jpg` names or `PID/` sub-folders, with train/query/gallery folders given."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"Data folder {root} does not exist. Expected sub-folders {train}/, {query}/, {gallery}/ with {FOLDER_PATTERN_TEXT}.")
-    tr, k1 = _read_plain_split(root/train, 0) if train else ([], True)
-    q, k2 = _read_plain_split(root/query, 0)
-    g, k3 = _read_plain_split(root/gallery, 1)
+    splits = {s: root/s for s in (train, query, gallery) if s}
+    same = [(a, b) for a in splits for b in splits if a < b and splits[a].resolve() == splits[b].resolve()]
+    if same: raise ValueError(f"{splits[same[0][0]]} and {splits[same[0][1]]} are the same folder: a split's images would also be another split's.")
+    tr, k1 = _read_plain_split(root/train, 0, root) if train else ([], True)
+    q, k2 = _read_plain_split(root/query, 0, root)
+    g, k3 = _read_plain_split(root/gallery, 1, root)
     tr, _ = relabel(tr)
     return ReidData(name, tr, q, g, {'dataset': name, 'protocol': 'market-single-query', 'eval_only': not train,
                                      'camids': 'from file names' if k1 and k2 and k3 else 'assigned by split (no cN in some names)'})
