@@ -73,7 +73,7 @@ PARAMS = {
     'rerank':       Param(True, (bool,), 'also report k-reciprocal re-ranking'),
     'seed':         Param(0, (int,), 'seed of every random generator', lo=0, hi=2**32-1),
     'num_workers':  Param(0, (int,), 'data-loader worker processes', lo=0, hi=256),
-    'amp':          Param(None, (bool,), 'mixed precision; None: on for CUDA, off for CPU', nullable=True),
+    'amp':          Param(None, (bool,), 'bf16 autocast; None: chosen per stage by measurement (slsr_nb.precision), true/false: forced', nullable=True),
     'device':       Param(None, (str,), "'cpu', 'cuda', 'cuda:N'; None: automatic", nullable=True),
     'stages':       Param(None, (str,), "stop after this stage or group ('clusters', 'finetune', 'evaluate-baseline'); None: all", nullable=True),
     'overwrite':    Param(False, (bool,), 'replace a finished run folder that has other parameters'),
