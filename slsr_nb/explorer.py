@@ -6,7 +6,7 @@
 __all__ = ['finished_stage', 'run_kmeans', 'RunData', 'load_run', 'selection_breakdown', 'breakdown_html', 'cluster_panel',
            'thumbnail_uri', 'thumbnails', 'montage', 'png_bytes', 'ClusterExplorer', 'panel_text', 'ExplorerWidget']
 
-# %% ../nbs/10a_explorer.ipynb #65d6440d
+# %% ../nbs/10a_explorer.ipynb #3c591353
 import base64, hashlib, io, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from .cluster import (KChoice, choose_k, cluster_stats, umap_embed, silhouette_s
 from .features import load_features
 from .gan import read_manifest
 
-# %% ../nbs/10a_explorer.ipynb #82d7d726
+# %% ../nbs/10a_explorer.ipynb #a1e866b2
 def finished_stage(run_dir:str|Path, # a pipeline run folder
                    name:str,         # stage name: 'features', 'clusters', 'gans', 'generate', ...
                   )->Path|None:      # the newest finished `stages/<name>-<key>` folder, or None
@@ -27,7 +27,7 @@ def finished_stage(run_dir:str|Path, # a pipeline run folder
             if p.parent.name.rsplit('-', 1)[0] == name]
     return max(done, key=lambda p: p.stat().st_mtime).parent if done else None
 
-# %% ../nbs/10a_explorer.ipynb #e99e0aa4
+# %% ../nbs/10a_explorer.ipynb #ffd3c59a
 def _cache_key(*parts)->str: return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 def _save_npz(path:Path, **arrays):
@@ -56,7 +56,7 @@ def run_kmeans(feats:np.ndarray, # (n_images, dim) training features
                   **{f'labels_{k}': res.all_labels[k] for k in ks}, **{f'sil_{k}': sil[k] for k in ks})
     return dict(zip(names, (res.all_labels, res.scores, res.inertias, sil)))
 
-# %% ../nbs/10a_explorer.ipynb #c48eda60
+# %% ../nbs/10a_explorer.ipynb #b1b87867
 @dataclass
 class RunData:
     "What the explorer reads from a run folder."
@@ -95,7 +95,7 @@ def _gan_grids(gan_dir:Path|None)->dict:
         if grids: out[int(d.name.split('_')[1])] = grids[-1]
     return out
 
-# %% ../nbs/10a_explorer.ipynb #7f5a211b
+# %% ../nbs/10a_explorer.ipynb #23d3ddc8
 def _consistency(run:Path, stages:dict, paths:list, labels:np.ndarray, params:dict, compute:bool)->dict:
     "Per-cluster consistency rows: read from the GAN stages, else computed with the baseline CNN and cached."
     for d in (stages['generate'], stages['gans']):
@@ -115,7 +115,7 @@ def _consistency(run:Path, stages:dict, paths:list, labels:np.ndarray, params:di
                                    width=params.get('width', 128), max_per_cluster=64, device='cpu', save=cache)
     return {int(r['cluster']): r for r in rows}
 
-# %% ../nbs/10a_explorer.ipynb #9fc195d1
+# %% ../nbs/10a_explorer.ipynb #76422471
 def load_run(run_dir:str|Path,       # a pipeline run folder (`slsr run slsr_pipeline ...`)
              ks:list|None=None,      # the k to fit; None: the run's k_min..k_max (and its fixed k)
              consistency:bool=True,  # compute the cluster-consistency table when the run has GANs but no table
@@ -157,7 +157,7 @@ def load_run(run_dir:str|Path,       # a pipeline run folder (`slsr run slsr_pip
                    generated=_generated(stages['generate']), gan_grids=_gan_grids(stages['gans']),
                    consistency=_consistency(run, stages, paths, labels[chosen], p, consistency), figures=figs)
 
-# %% ../nbs/10a_explorer.ipynb #331824aa
+# %% ../nbs/10a_explorer.ipynb #5589164b
 def _counts(values)->dict:
     v, c = np.unique(np.asarray(values), return_counts=True)
     order = np.lexsort((v, -c))                   # most frequent first, ties by value
@@ -180,7 +180,7 @@ def selection_breakdown(idx,      # indices of the selected images
             'clusters': _counts(labels[sel]), 'n_identities': len(ids), 'n_elsewhere': len(elsewhere),
             'elsewhere': elsewhere.tolist()}
 
-# %% ../nbs/10a_explorer.ipynb #c869fdf6
+# %% ../nbs/10a_explorer.ipynb #c026a2a4
 def _top(d:dict, n:int=12)->str:
     s = ', '.join(f'{k}: {v}' for k, v in list(d.items())[:n])
     return s + (f', … ({len(d) - n} more)' if len(d) > n else '')
@@ -195,7 +195,7 @@ def breakdown_html(b:dict, # from `selection_breakdown`
             f'<b>identities</b> (images): {_top(b["identities"])}<br><b>cameras</b>: {_top(b["cameras"])}<br>'
             f'<b>clusters (k={k})</b>: {_top(b["clusters"])}</div>')
 
-# %% ../nbs/10a_explorer.ipynb #061fda2b
+# %% ../nbs/10a_explorer.ipynb #c77ec7da
 def cluster_panel(k:int,          # the number of clusters
                   c:int,          # the cluster
                   labels,         # cluster of every image for this k
@@ -217,7 +217,7 @@ def cluster_panel(k:int,          # the number of clusters
             'shared': shared, 'generated': list((generated or {}).get(c, [])),
             'consistency': None if row is None else float(row['consistency']), 'index': np.flatnonzero(m)}
 
-# %% ../nbs/10a_explorer.ipynb #46ce0fa5
+# %% ../nbs/10a_explorer.ipynb #141d1f09
 def thumbnail_uri(path:str|Path, # an image file
                   size:tuple=(64, 32), # (height, width)
                   quality:int=85,      # JPEG quality
@@ -258,7 +258,7 @@ def png_bytes(im:Image.Image)->bytes:
     "PNG bytes of a PIL image (for an ipywidgets Image)."
     buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
 
-# %% ../nbs/10a_explorer.ipynb #5528d5a9
+# %% ../nbs/10a_explorer.ipynb #71b93fd6
 _COLOR_BY = ('cluster', 'identity', 'camera', 'silhouette')
 
 def _palette(n:int)->list:
@@ -389,7 +389,7 @@ class ClusterExplorer:
         self.ui = ExplorerWidget(self, height=height, width=width)
         return self.ui.box
 
-# %% ../nbs/10a_explorer.ipynb #7f51046f
+# %% ../nbs/10a_explorer.ipynb #c2f56c34
 def _static_map(ex:ClusterExplorer, k:int, by:str):
     import matplotlib.pyplot as plt
     vals = ex.color_values(by, k)
@@ -429,7 +429,7 @@ def _static_panels(ex:ClusterExplorer, k:int):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10a_explorer.ipynb #4578d334
+# %% ../nbs/10a_explorer.ipynb #3936cfde
 def _frame(ex:ClusterExplorer, thumbs:list|None):
     "The table behind the scatter: coordinates, identity, camera, cluster and silhouette at every k, thumbnail."
     import pandas as pd
@@ -450,7 +450,7 @@ def _color_column(ex:ClusterExplorer, by:str, k:int)->tuple[str, object]:
     if by == 'camera': return 'camera_c', _palette(len(np.unique(ex.camids)))
     return f'silhouette (k={k})', 'viridis'
 
-# %% ../nbs/10a_explorer.ipynb #33fa5184
+# %% ../nbs/10a_explorer.ipynb #3b6d1a96
 class ExplorerWidget:
     "The ipywidgets + jupyter-scatter front end of a `ClusterExplorer`."
     def __init__(self, ex:ClusterExplorer, height:int=480, width:int=640):
@@ -508,12 +508,12 @@ class ExplorerWidget:
                 f'<br>shared (identity→other clusters): {shared or "none"}</div>')
         parts = [W.HTML(html)]
         real = ex._montage(p['index'], n=16)
-        if real is not None: parts.append(W.Image(value=png_bytes(real), format='png'))
-        if p['generated']:
-            parts += [W.HTML('generated by its GAN:'),
-                      W.Image(value=png_bytes(montage(p['generated'], n=16, seed=ex.seed)), format='png')]
+        img = lambda im: W.Image(value=png_bytes(im), format='png', layout=W.Layout(width=f'{im.width}px'))
+        if real is not None: parts.append(img(real))
+        if p['generated']: parts += [W.HTML('generated by its GAN:'), img(montage(p['generated'], n=16, seed=ex.seed))]
         elif self.k != ex.gan_k and ex.generated: parts.append(W.HTML(f'<i>GANs exist for k={ex.gan_k} only</i>'))
-        return W.VBox(parts, layout=W.Layout(border='1px solid #ddd', padding='4px', margin='2px'))
+        card = W.VBox(parts, layout=W.Layout(border='1px solid #ddd', padding='4px', margin='2px'))
+        card.add_class('slsr-card'); return card
 
     def _render_panels(self):
         self.panels.children = [self._card(self.ex.panel(self.k, c)) for c in range(self.ex.stats(self.k)['k'])]
