@@ -6,19 +6,25 @@
 __all__ = ['finished_stage', 'run_kmeans', 'RunData', 'load_run', 'selection_breakdown', 'breakdown_html', 'cluster_panel',
            'thumbnail_uri', 'thumbnails', 'montage', 'png_bytes', 'ClusterExplorer', 'panel_text', 'ExplorerWidget']
 
-# %% ../nbs/10a_explorer.ipynb #3c591353
-import base64, hashlib, io, json, time
+# %% ../nbs/10a_explorer.ipynb #67fb3daa
+import base64, hashlib, io, json
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import torch
+import yaml
 from PIL import Image
-from .core import atomic_path, atomic_write_json
+import ipywidgets as W
+import jscatter
+import pandas as pd
+from .core import atomic_path
 from .cluster import (KChoice, choose_k, cluster_stats, umap_embed, silhouette_samples_many, load_clusters, _grid,
                       _check_labels)
 from .features import load_features
-from .gan import read_manifest
+from .gan import read_manifest, cluster_consistency
+from .models import load_model
 
-# %% ../nbs/10a_explorer.ipynb #a1e866b2
+# %% ../nbs/10a_explorer.ipynb #b86591f3
 def finished_stage(run_dir:str|Path, # a pipeline run folder
                    name:str,         # stage name: 'features', 'clusters', 'gans', 'generate', ...
                   )->Path|None:      # the newest finished `stages/<name>-<key>` folder, or None
@@ -27,7 +33,7 @@ def finished_stage(run_dir:str|Path, # a pipeline run folder
             if p.parent.name.rsplit('-', 1)[0] == name]
     return max(done, key=lambda p: p.stat().st_mtime).parent if done else None
 
-# %% ../nbs/10a_explorer.ipynb #ffd3c59a
+# %% ../nbs/10a_explorer.ipynb #d93033e3
 def _cache_key(*parts)->str: return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 def _save_npz(path:Path, **arrays):
@@ -56,7 +62,7 @@ def run_kmeans(feats:np.ndarray, # (n_images, dim) training features
                   **{f'labels_{k}': res.all_labels[k] for k in ks}, **{f'sil_{k}': sil[k] for k in ks})
     return dict(zip(names, (res.all_labels, res.scores, res.inertias, sil)))
 
-# %% ../nbs/10a_explorer.ipynb #b1b87867
+# %% ../nbs/10a_explorer.ipynb #79a7fb6b
 @dataclass
 class RunData:
     "What the explorer reads from a run folder."
@@ -77,7 +83,6 @@ class RunData:
     figures: list = field(default_factory=list)     # figure files of the clustering / GAN stages
 
 def _read_params(run:Path)->dict:
-    import yaml
     pf = run/'params.yaml'
     return (yaml.safe_load(pf.read_text()) or {}) if pf.is_file() else {}
 
@@ -95,7 +100,7 @@ def _gan_grids(gan_dir:Path|None)->dict:
         if grids: out[int(d.name.split('_')[1])] = grids[-1]
     return out
 
-# %% ../nbs/10a_explorer.ipynb #23d3ddc8
+# %% ../nbs/10a_explorer.ipynb #855716c9
 def _consistency(run:Path, stages:dict, paths:list, labels:np.ndarray, params:dict, compute:bool)->dict:
     "Per-cluster consistency rows: read from the GAN stages, else computed with the baseline CNN and cached."
     for d in (stages['generate'], stages['gans']):
@@ -105,9 +110,6 @@ def _consistency(run:Path, stages:dict, paths:list, labels:np.ndarray, params:di
     if cache.is_file(): return {int(r['cluster']): r for r in json.loads(cache.read_text())}
     model_f = stages['baseline']/'model.pt' if stages['baseline'] is not None else None
     if not compute or stages['generate'] is None or model_f is None or not model_f.is_file(): return {}
-    import torch
-    from slsr_nb.models import load_model
-    from slsr_nb.gan import cluster_consistency
     model = load_model(model_f).eval()
     fn = lambda x: model.features(x, 'pool')
     with torch.no_grad():
@@ -115,7 +117,7 @@ def _consistency(run:Path, stages:dict, paths:list, labels:np.ndarray, params:di
                                    width=params.get('width', 128), max_per_cluster=64, device='cpu', save=cache)
     return {int(r['cluster']): r for r in rows}
 
-# %% ../nbs/10a_explorer.ipynb #76422471
+# %% ../nbs/10a_explorer.ipynb #06ff5049
 def load_run(run_dir:str|Path,       # a pipeline run folder (`slsr run slsr_pipeline ...`)
              ks:list|None=None,      # the k to fit; None: the run's k_min..k_max (and its fixed k)
              consistency:bool=True,  # compute the cluster-consistency table when the run has GANs but no table
@@ -157,7 +159,7 @@ def load_run(run_dir:str|Path,       # a pipeline run folder (`slsr run slsr_pip
                    generated=_generated(stages['generate']), gan_grids=_gan_grids(stages['gans']),
                    consistency=_consistency(run, stages, paths, labels[chosen], p, consistency), figures=figs)
 
-# %% ../nbs/10a_explorer.ipynb #5589164b
+# %% ../nbs/10a_explorer.ipynb #dd4fdec8
 def _counts(values)->dict:
     v, c = np.unique(np.asarray(values), return_counts=True)
     order = np.lexsort((v, -c))                   # most frequent first, ties by value
@@ -180,7 +182,7 @@ def selection_breakdown(idx,      # indices of the selected images
             'clusters': _counts(labels[sel]), 'n_identities': len(ids), 'n_elsewhere': len(elsewhere),
             'elsewhere': elsewhere.tolist()}
 
-# %% ../nbs/10a_explorer.ipynb #c026a2a4
+# %% ../nbs/10a_explorer.ipynb #ce43e285
 def _top(d:dict, n:int=12)->str:
     s = ', '.join(f'{k}: {v}' for k, v in list(d.items())[:n])
     return s + (f', … ({len(d) - n} more)' if len(d) > n else '')
@@ -195,7 +197,7 @@ def breakdown_html(b:dict, # from `selection_breakdown`
             f'<b>identities</b> (images): {_top(b["identities"])}<br><b>cameras</b>: {_top(b["cameras"])}<br>'
             f'<b>clusters (k={k})</b>: {_top(b["clusters"])}</div>')
 
-# %% ../nbs/10a_explorer.ipynb #c77ec7da
+# %% ../nbs/10a_explorer.ipynb #96dfaac5
 def cluster_panel(k:int,          # the number of clusters
                   c:int,          # the cluster
                   labels,         # cluster of every image for this k
@@ -217,7 +219,7 @@ def cluster_panel(k:int,          # the number of clusters
             'shared': shared, 'generated': list((generated or {}).get(c, [])),
             'consistency': None if row is None else float(row['consistency']), 'index': np.flatnonzero(m)}
 
-# %% ../nbs/10a_explorer.ipynb #141d1f09
+# %% ../nbs/10a_explorer.ipynb #4067cd40
 def thumbnail_uri(path:str|Path, # an image file
                   size:tuple=(64, 32), # (height, width)
                   quality:int=85,      # JPEG quality
@@ -258,7 +260,7 @@ def png_bytes(im:Image.Image)->bytes:
     "PNG bytes of a PIL image (for an ipywidgets Image)."
     buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
 
-# %% ../nbs/10a_explorer.ipynb #71b93fd6
+# %% ../nbs/10a_explorer.ipynb #67c7e9de
 _COLOR_BY = ('cluster', 'identity', 'camera', 'silhouette')
 
 def _palette(n:int)->list:
@@ -389,7 +391,7 @@ class ClusterExplorer:
         self.ui = ExplorerWidget(self, height=height, width=width)
         return self.ui.box
 
-# %% ../nbs/10a_explorer.ipynb #c2f56c34
+# %% ../nbs/10a_explorer.ipynb #381e07e6
 def _static_map(ex:ClusterExplorer, k:int, by:str):
     import matplotlib.pyplot as plt
     vals = ex.color_values(by, k)
@@ -429,10 +431,9 @@ def _static_panels(ex:ClusterExplorer, k:int):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10a_explorer.ipynb #3936cfde
+# %% ../nbs/10a_explorer.ipynb #87d99fef
 def _frame(ex:ClusterExplorer, thumbs:list|None):
     "The table behind the scatter: coordinates, identity, camera, cluster and silhouette at every k, thumbnail."
-    import pandas as pd
     cols = {'x': ex.emb[:, 0].astype(np.float32), 'y': ex.emb[:, 1].astype(np.float32),
             'pid': ex.pids, 'camera': ex.camids,
             'identity': pd.Categorical(ex.pids), 'camera_c': pd.Categorical(ex.camids)}
@@ -450,11 +451,10 @@ def _color_column(ex:ClusterExplorer, by:str, k:int)->tuple[str, object]:
     if by == 'camera': return 'camera_c', _palette(len(np.unique(ex.camids)))
     return f'silhouette (k={k})', 'viridis'
 
-# %% ../nbs/10a_explorer.ipynb #3b6d1a96
+# %% ../nbs/10a_explorer.ipynb #4f7102d2
 class ExplorerWidget:
     "The ipywidgets + jupyter-scatter front end of a `ClusterExplorer`."
     def __init__(self, ex:ClusterExplorer, height:int=480, width:int=640):
-        import ipywidgets as W, jscatter
         self.ex, self.k, self.by, self.sel = ex, ex.res.k, 'cluster', np.zeros(0, np.int64)
         thumbs = None
         if ex.paths is not None:
@@ -501,7 +501,6 @@ class ExplorerWidget:
                            'Hover a point; drag a box with the lasso tool (or shift-drag) to select; click a point for its identity.</span>')
 
     def _card(self, p:dict):
-        import ipywidgets as W
         ex = self.ex
         shared = ', '.join(f"{pid}→{'/'.join(map(str, o))}" for pid, o in list(p['shared'].items())[:12])
         html = (f'<div class="slsr-panel"><b>{panel_text(p)}</b><br>S_c: {_top({i: 1 for i in p["identities"]}, 20).replace(": 1", "")}'
