@@ -471,70 +471,11 @@ def plot_montages(paths, labels,      # image path and cluster of each image
     return fig
 
 # %% ../nbs/05_cluster.ipynb #f2b3831a
-class ClusterExplorer:
-    "The logic behind the interactive cluster explorer, usable without a display."
-    def __init__(self, res:KChoice, # a `choose_k` result (every k's labels)
-                 emb:np.ndarray,    # (n_images, 2) UMAP embedding
-                 pids, camids,      # identity and camera of each image
-                 paths=None,        # image paths, for montages (None: no montages)
-                 n_montage:int=24,  # images per montage
-                 seed:int=0):       # montage sampling seed
-        self.res, self.emb, self.paths, self.n_montage, self.seed = res, np.asarray(emb), paths, n_montage, seed
-        n = len(self.emb)
-        self.pids, self.camids = _check_labels(pids, n, 'pids'), _check_labels(camids, n, 'camids')
-        for kk, l in res.all_labels.items(): _check_labels(l, n, f'labels for k={kk}')
-        self._stats = {}
+_all_ = ['ClusterExplorer']
 
-    def ks(self)->list[int]: return sorted(self.res.all_labels)
-    def stats(self, k:int)->dict:
-        "`cluster_stats` for one k (cached)."
-        if k not in self.res.all_labels: raise KeyError(f'k={k} was not fitted; available: {self.ks()}.')
-        if k not in self._stats: self._stats[k] = cluster_stats(self.res.all_labels[k], self.pids, self.camids)
-        return self._stats[k]
-    def cluster_options(self, k:int)->list[tuple[str,int]]:
-        "(text, value) options of the cluster dropdown for one k."
-        return [(f"cluster {c['cluster']} ({c['n_images']} images, {c['n_identities']} ids)", c['cluster'])
-                for c in self.stats(k)['clusters']]
-    def view(self, k:int, cluster:int, montage:bool=True)->dict:
-        "Everything shown for (k, cluster): text summary, identities, highlight mask, montage."
-        st = self.stats(k)
-        if not 0 <= cluster < st['k']: raise ValueError(f'k={k} has clusters 0..{st["k"]-1}; got {cluster}.')
-        c = st['clusters'][cluster]; mask = self.res.all_labels[k] == cluster
-        shared = sorted(set(c['identities']) & set(st['spanning_identities']))
-        text = (f"k={k}, silhouette {self.res.scores[k]:.4f}. Cluster {cluster}: {c['n_images']} images, "
-                f"{c['n_identities']} identities (|S_c|), {len(shared)} of them also in other clusters; "
-                f"cameras {c['cameras']}")
-        mon = (cluster_montage(self.paths, self.res.all_labels[k], cluster, n=self.n_montage, seed=self.seed)
-               if montage and self.paths is not None else None)
-        return {'k': k, 'cluster': cluster, 'text': text, 'identities': c['identities'], 'shared': shared,
-                'mask': mask, 'montage': mon}
-    def plot(self, k:int, cluster:int, ax=None):
-        "The UMAP scatter with one cluster highlighted."
-        import matplotlib.pyplot as plt
-        fig, ax = (plt.subplots(figsize=(4, 3.6)) if ax is None else (ax.figure, ax))
-        m = self.view(k, cluster, montage=False)['mask']
-        ax.scatter(*self.emb[~m].T, s=2, c='lightgrey', lw=0)
-        ax.scatter(*self.emb[m].T, s=3, c='crimson', lw=0, label=f'cluster {cluster}')
-        ax.set_title(f'k={k}: cluster {cluster}', fontsize=10); ax.set_xticks([]); ax.set_yticks([])
-        return fig
-    def widget(self):
-        "An ipywidgets explorer: choose k, pick a cluster, see its statistics, points and montage."
-        import ipywidgets as W
-        from IPython.display import display
-        import matplotlib.pyplot as plt
-        kdd = W.Dropdown(options=self.ks(), value=self.res.k, description='k')
-        cdd = W.Dropdown(options=self.cluster_options(self.res.k), description='cluster')
-        out = W.Output()
-        def render(*_):
-            out.clear_output(wait=True)
-            with out:
-                v = self.view(kdd.value, cdd.value)
-                print(v['text']); print('identities S_c:', v['identities'][:60], '...' if len(v['identities']) > 60 else '')
-                fig = self.plot(kdd.value, cdd.value); plt.show(); plt.close(fig)
-                if v['montage'] is not None: display(v['montage'])
-        def on_k(change):
-            cdd.unobserve(render, 'value'); cdd.options = self.cluster_options(change['new']); cdd.value = 0
-            cdd.observe(render, 'value'); render()
-        kdd.observe(on_k, 'value'); cdd.observe(render, 'value')
-        self._controls = (kdd, cdd, out, render, on_k)
-        return W.VBox([W.HBox([kdd, cdd]), out])
+def __getattr__(name):
+    "`ClusterExplorer` is `slsr_nb.explorer.ClusterExplorer`, imported on first use (it imports this module)."
+    if name == 'ClusterExplorer':
+        from slsr_nb.explorer import ClusterExplorer
+        return ClusterExplorer
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
