@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['compute_distance_matrix', 'eval_market', 'multi_query_features', 'eval_cuhk03', 'average_over_splits', 'cmc_at',
-           'evaluate']
+           'evaluate', 'warm_kernels']
 
 # %% ../../nbs/09_eval.metrics.ipynb #2d4cf636
 import math, warnings, numbers
@@ -313,3 +313,24 @@ def evaluate(
               + ' '.join(f'{k}={v:.2f}' for k, v in cmc_at(res).items())
               + f" mAP={100*res['mAP']:.2f}" + (f" mINP={100*res['mINP']:.2f}" if 'mINP' in res else ''))
     return res
+
+# %% ../../nbs/09_eval.metrics.ipynb #4be63564
+def warm_kernels(verbose:bool=False, # print what was compiled or loaded, and how long it took
+                )->dict:             # {kernel call: seconds}
+    "Compile (or load from numba's disk cache) every evaluation and re-ranking kernel, for float32 and float64."
+    import time
+    rng = np.random.default_rng(0)
+    qf, gf = rng.normal(size=(6, 4)), rng.normal(size=(30, 4))
+    ids = dict(q_pids=np.arange(6) % 3, g_pids=np.arange(30) % 3, q_camids=np.zeros(6, int), g_camids=np.ones(30, int))
+    times = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for dt in (np.float32, np.float64):
+            t = time.perf_counter()
+            qg, qq, gg = (compute_distance_matrix(a, b).astype(dt) for a, b in ((qf, gf), (qf, qf), (gf, gf)))
+            eval_market(qg, **ids, max_rank=5)
+            re_ranking(qg, qq, gg, k1=4, k2=2)
+            times[np.dtype(dt).name] = time.perf_counter() - t
+        t = time.perf_counter(); re_ranking_features(qf, gf, k1=4, k2=2); times['features'] = time.perf_counter() - t
+    if verbose: print('numba kernels ready: ' + ', '.join(f'{k} {v:.2f} s' for k, v in times.items()))
+    return times
