@@ -271,10 +271,9 @@ def _features(x, name):
     return t
 
 def _distance_rows(A, a2, F, f2, metric):
-    "Distances of the rows A to all rows F (torch, float32): the same formula as `compute_distance_matrix`."
-    ip = A @ F.T
-    if metric == 'cosine': return 1 - ip
-    d = (a2[:, None] + f2[None] - 2 * ip).clamp_(min=0)
+    "Distances of the rows A to all rows F (torch, float32): the formula of `compute_distance_matrix`, fused into the product."
+    if metric == 'cosine': return torch.addmm(torch.ones(()), A, F.T, alpha=-1)   # 1 - <a, f>
+    d = torch.addmm(f2[None], A, F.T, alpha=-2).add_(a2[:, None]).clamp_(min=0)   # one pass after the product
     return d.sqrt_() if metric == 'euclidean' else d
 
 def _memory_estimate_f(nq, ng, dim, k1, k2, block):
