@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import get_device, atomic_path, atomic_write_json, atomic_write_text
+from .core import get_device, atomic_path, atomic_write_json, atomic_write_text, keep_torch_threads
 
 # %% ../nbs/05_cluster.ipynb #e1feff01
 def check_features(feats, # (n_images, dim) array or tensor
@@ -367,6 +367,7 @@ def cluster_features(
     return res, info['stats']
 
 # %% ../nbs/05_cluster.ipynb #3ee04ea2
+@keep_torch_threads()  # UMAP's numba code would leave torch on numba's thread count (3x slower fine-tuning after it)
 def umap_embed(feats,              # (n_images, dim) features
                seed:int=0,         # UMAP random_state (makes it repeatable)
                n_neighbors:int=15, # UMAP neighbourhood size

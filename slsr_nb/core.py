@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MARKET_MISSING', 'get_device', 'amp_dtype', 'autocast', 'seed_everything', 'atomic_path', 'atomic_save',
            'atomic_write_text', 'atomic_write_json', 'safe_load', 'project_root', 'default_data_root', 'real_data_root',
-           'fresh_dir']
+           'fresh_dir', 'keep_torch_threads']
 
 # %% ../nbs/00_core.ipynb #d5d84733
 import os, json, random, contextlib, tempfile as _tempfile
@@ -161,3 +161,11 @@ def fresh_dir(path:str|Path, # output folder for a stage or run
                                   'or overwrite=True to replace it (nothing was changed).')
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+# %% ../nbs/00_core.ipynb #fd2cef8a
+class keep_torch_threads(contextlib.ContextDecorator):
+    "Give torch back its intra-op thread count after numba's parallel code (its OpenMP layer resets the count)."
+    def __enter__(self):
+        self.n = torch.get_num_threads(); return self
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.n: torch.set_num_threads(self.n)

@@ -102,17 +102,18 @@ def build_mixed_loader(
     gen_ratio:float|None=0.25, # share of generated images per batch (0: real images only)
     seed:int=0,         # order of the batches
     num_workers:int=0,  # DataLoader workers
+    cache=None,         # decoded-image cache: None (default folder), False (off) or a folder; see `image_cache_dir`
 )->torch.utils.data.DataLoader:
     "A training loader whose batches mix real and generated images in a fixed ratio (sharded over ranks under DDP)."
-    from slsr_nb.data.datasets import ImageDataset
+    from slsr_nb.data.datasets import ImageDataset, collate_batch
     if not real_records: raise ValueError('build_mixed_loader got no real training records.')
     gen_records = list(gen_records or [])
     if gen_ratio == 0: gen_records = []
-    ds = ImageDataset(list(real_records) + gen_records, transform)
+    ds = ImageDataset(list(real_records) + gen_records, transform, cache)   # real and generated images decoded once
     bs = MixedBatchSampler(len(real_records), len(gen_records), batch_size, gen_ratio, seed)
     from slsr_nb.distributed import is_distributed, ShardedSampler
     if is_distributed(): bs = ShardedSampler(bs)  # under DDP: this rank's batches of the one-process epoch
-    return torch.utils.data.DataLoader(ds, batch_sampler=bs, num_workers=num_workers)
+    return torch.utils.data.DataLoader(ds, batch_sampler=bs, num_workers=num_workers, collate_fn=collate_batch)
 
 # %% ../nbs/08a_slsr.ipynb #9d112417
 def _load_head(model, weights)->bool:
@@ -156,6 +157,7 @@ def finetune(
     model_fn=None,         # model_fn(n_classes) -> model, replacing build_model(arch, K, weights) (e.g. a tiny test net)
     init_head:bool=True,   # when `weights` is a baseline checkpoint with the same K, start from its classifier head too
     num_workers:int=0,     # DataLoader workers
+    image_cache=None,      # decoded-image cache: None (default folder), False (off) or a folder
     device=None,           # None: `get_device()`
     progress:bool=True,    # show progress bars
     **train_kw,            # passed to `slsr_nb.train.train_model` (lr_backbone, lr_head, step_size, amp, ...)
@@ -177,7 +179,7 @@ def finetune(
     if model_fn is None and init_head: _load_head(model, weights)
     tf = build_transforms(height, width, train=True, random_erase=random_erase)
     loader = build_mixed_loader(data.train, gen_records if uses_gen else [], tf, batch_size,
-                                gen_ratio if uses_gen else 0, seed, num_workers)
+                                gen_ratio if uses_gen else 0, seed, num_workers, image_cache)
     dev = get_device(device) if not isinstance(device, torch.device) else device
     train_model(model, loader, out_dir, epochs=epochs, loss_fn=crit, device=dev, seed=seed, progress=progress,
                 **train_kw)

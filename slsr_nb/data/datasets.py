@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['IMG_EXTS', 'MARKET_PATTERN', 'MARKET_PATTERN_TEXT', 'MARKET_LAYOUT', 'CUHK03_PATTERN', 'CUHK03_PATTERN_TEXT',
            'CUHK03_LAYOUT', 'VIPER_PATTERN', 'VIPER_LAYOUT', 'FOLDER_PATTERN', 'FOLDER_PATTERN_TEXT', 'IMAGENET_MEAN',
-           'IMAGENET_STD', 'ReidData', 'relabel', 'register_dataset', 'list_datasets', 'split_stats', 'summarize',
-           'check_splits', 'load_dataset', 'parse_market_name', 'read_market_split', 'read_market_layout', 'market1501',
-           'dukemtmc', 'parse_cuhk03_name', 'extract_cuhk03_mat', 'cuhk03', 'viper', 'plain_folder',
-           'CorruptImageError', 'read_image', 'verify_images', 'build_transforms', 'ImageDataset', 'IdentitySampler',
-           'collate_batch', 'build_loader', 'synthetic']
+           'IMAGENET_STD', 'CACHE_VERSION', 'ReidData', 'relabel', 'register_dataset', 'list_datasets', 'split_stats',
+           'summarize', 'check_splits', 'load_dataset', 'parse_market_name', 'read_market_split', 'read_market_layout',
+           'market1501', 'dukemtmc', 'parse_cuhk03_name', 'extract_cuhk03_mat', 'cuhk03', 'viper', 'plain_folder',
+           'CorruptImageError', 'read_image', 'verify_images', 'build_transforms', 'image_cache_dir', 'decoded_images',
+           'uint8_pipeline', 'ImageDataset', 'IdentitySampler', 'collate_batch', 'build_loader', 'synthetic']
 
 # %% ../../nbs/01_data.datasets.ipynb #ffe17ab6
-import re, random, shutil, warnings, contextlib
+import os, re, json, math, hashlib, random, shutil, warnings, contextlib
 from dataclasses import dataclass, field
 from collections import defaultdict, Counter
 from pathlib import Path
@@ -610,19 +610,124 @@ def build_transforms(height:int=256, # crop height fed to the network
     if random_erase: tf.append(T.RandomErasing(p=random_erase, value=0))
     return T.Compose(tf)
 
+# %% ../../nbs/01_data.datasets.ipynb #28b6cb60
+CACHE_VERSION = 1
+
+def image_cache_dir(cache=None, # None: $SLSR_IMAGE_CACHE, else ~/.cache/slsr_nb/images; False/'off': no cache; a path: that folder
+                   )->Path|None:  # the cache folder, or None when caching is off
+    "Where decoded images are cached (`SLSR_IMAGE_CACHE=off` turns the cache off everywhere)."
+    if cache is None: cache = os.environ.get('SLSR_IMAGE_CACHE') or None
+    if cache is False or (isinstance(cache, str) and cache.lower() in ('off', '0', 'false', 'no')): return None
+    if cache is None or cache is True:
+        base = os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache'
+        return Path(base)/'slsr_nb'/'images'
+    return Path(cache)
+
+def _stamps(paths)->list:
+    "(path, size, mtime_ns) of every file; a missing one is an error naming it."
+    out = []
+    for p in paths:
+        try: st = os.stat(p)
+        except FileNotFoundError: raise FileNotFoundError(f'Image file not found: {p}') from None
+        out.append((str(p), st.st_size, st.st_mtime_ns))
+    return out
+
+def _cache_keys(paths, size)->tuple:
+    "(key of the file list + sizes + stamps, key of the file list alone) for the cache file names."
+    h, w = size
+    lst = hashlib.sha256(json.dumps([CACHE_VERSION, h, w, [str(p) for p in paths]]).encode()).hexdigest()[:20]
+    full = hashlib.sha256(json.dumps([lst, _stamps(paths)]).encode()).hexdigest()[:20]
+    return full, lst
+
+def _decode_one(path, size, resize):
+    h, w = size
+    im = read_image(path)
+    im = resize(im) if resize is not None else (im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))
+    a = np.asarray(im, dtype=np.uint8)
+    if a.shape != (h, w, 3): raise ValueError(f'{path}: resized to {a.shape}, expected {(h, w, 3)}')
+    return a
+
+def decoded_images(paths:list, # image files
+                   size:tuple, # (height, width) the images are resized to (the load size)
+                   resize=None, # callable PIL image -> PIL image of that size; None: PIL bilinear resize (as torchvision's Resize)
+                   cache=None, # see `image_cache_dir`; caching off: decode into memory
+                   threads:int|None=None, # decoding threads while building (None: the CPU count)
+                   progress:bool=False, # a tqdm bar while building
+                  )->np.ndarray: # (n, height, width, 3) uint8, a read-only memory map when cached
+    "Every image decoded and resized once, in a uint8 array memory-mapped from a cache file keyed by the files' names, sizes and modification times."
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm.auto import tqdm
+    paths, (h, w) = [str(p) for p in paths], (int(size[0]), int(size[1]))
+    folder, shape = image_cache_dir(cache), (len(paths), h, w, 3)
+    if folder is not None:
+        key, lst = _cache_keys(paths, (h, w))
+        f = folder/f'{lst}-{key}.u8'
+        if f.is_file() and f.stat().st_size == math.prod(shape): return np.memmap(f, np.uint8, 'r', shape=shape)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder/f'.{f.name}.{os.getpid()}.tmp'
+        out = np.memmap(tmp, np.uint8, 'w+', shape=shape)
+    else: out = np.empty(shape, np.uint8)
+    try:
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as ex:   # PIL decodes without holding the GIL
+            it = ex.map(lambda p: _decode_one(p, (h, w), resize), paths)
+            for i, a in enumerate(tqdm(it, total=len(paths), disable=not progress, desc='decoding images', leave=False)): out[i] = a
+    except BaseException:
+        if folder is not None: del out; tmp.unlink(missing_ok=True)
+        raise
+    if folder is None: return out
+    out.flush(); del out
+    os.replace(tmp, f)
+    for old in folder.glob(f'{lst}-*.u8'):   # the same files at the same size, before they changed
+        if old != f: old.unlink(missing_ok=True)
+    return np.memmap(f, np.uint8, 'r', shape=shape)
+
+# %% ../../nbs/01_data.datasets.ipynb #61d8bc87
+def _unit(x:torch.Tensor)->torch.Tensor: return x.float().div(255)   # what ToTensor does to uint8 pixels, bit for bit
+
+def uint8_pipeline(tf, # a transform from `build_transforms` (or any callable)
+                  )->tuple|None: # (load_size, resize, ops), or None when `tf` is not a plain build_transforms pipeline
+    "Split a `build_transforms` pipeline into its first Resize (cacheable) and the rest as torchvision v2 ops on uint8 tensors."
+    import torchvision.transforms as T
+    from torchvision.transforms import v2
+    ts = getattr(tf, 'transforms', None)
+    if type(tf) is not T.Compose or not ts or type(ts[0]) is not T.Resize: return None
+    size = ts[0].size
+    if isinstance(size, int) or len(size) != 2: return None
+    ops = []
+    for t in ts[1:]:
+        if type(t) is T.RandomCrop and t.padding is None and not t.pad_if_needed: ops.append(v2.RandomCrop(t.size))
+        elif type(t) is T.RandomHorizontalFlip: ops.append(v2.RandomHorizontalFlip(t.p))
+        elif type(t) is T.ToTensor: ops.append(v2.Lambda(_unit))
+        elif type(t) is T.Normalize: ops.append(v2.Normalize(list(t.mean), list(t.std), t.inplace))
+        elif type(t) is T.RandomErasing: ops.append(v2.RandomErasing(t.p, t.scale, t.ratio, t.value, t.inplace))
+        else: return None
+    return tuple(int(s) for s in size), ts[0], v2.Compose(ops)
+
 # %% ../../nbs/01_data.datasets.ipynb #6f6b959c
 class ImageDataset(torch.utils.data.Dataset):
     "Records `(img_path, pid, camid[, cluster])` as dicts {'img', 'pid', 'camid', 'path', 'cluster'}."
     def __init__(self,
                  records:list, # (img_path, pid, camid) or (img_path, pid, camid, cluster)
                  transform=None, # callable PIL image -> tensor; None: ToTensor only
+                 cache=None, # decoded-image cache (see `image_cache_dir`): None: default, False: off, or a folder
                 ):
         import torchvision.transforms as T
         self.records, self.transform = list(records), transform or T.ToTensor()
+        plan = uint8_pipeline(self.transform) if image_cache_dir(cache) is not None else None
+        self.cache_file, self._images = None, None
+        if plan is not None and self.records:   # decode every image once now; workers map the file
+            size, resize, self._ops = plan
+            self._images = decoded_images([r[0] for r in self.records], size, resize, cache)
+            self.cache_file, self._shape = self._images.filename, self._images.shape
     def __len__(self): return len(self.records)
+    def __getstate__(self): return {**self.__dict__, '_images': None}   # a worker maps the file itself
+    def _image(self, i):
+        if self._images is None: self._images = np.memmap(self.cache_file, np.uint8, 'r', shape=self._shape)
+        x = torch.from_numpy(np.array(self._images[i])).permute(2, 0, 1).contiguous()
+        return self._ops(x)
     def __getitem__(self, i):
         r = self.records[i]
-        with _one_thread(): img = self.transform(read_image(r[0]))
+        with _one_thread(): img = self._image(i) if self.cache_file else self.transform(read_image(r[0]))
         return {'img': img, 'pid': int(r[1]), 'camid': int(r[2]), 'path': str(r[0]), 'cluster': int(r[3]) if len(r) > 3 else -1}
 
 @contextlib.contextmanager
@@ -689,10 +794,11 @@ def build_loader(records:list, # (img_path, pid, camid[, cluster]) records
                  num_workers:int=0, # DataLoader workers
                  seed:int=0, # seed of the shuffling / sampling order
                  drop_last:bool|None=None, # None: True for training, False otherwise
+                 cache=None, # decoded-image cache: None (default folder), False (off) or a folder; see `image_cache_dir`
                 )->torch.utils.data.DataLoader:
-    "A DataLoader over `ImageDataset(records, transform)`, seeded, optionally identity-balanced; sharded over ranks under DDP."
+    "A DataLoader over `ImageDataset(records, transform, cache)`, seeded, optionally identity-balanced; sharded over ranks under DDP."
     if not records: raise ValueError("build_loader got no records (an empty split).")
-    ds = ImageDataset(records, transform)
+    ds = ImageDataset(records, transform, cache)
     g = torch.Generator().manual_seed(seed)
     drop_last = train if drop_last is None else drop_last
     kw = dict(batch_size=batch_size, num_workers=num_workers, generator=g, drop_last=drop_last,

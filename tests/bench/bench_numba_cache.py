@@ -1,0 +1,70 @@
+"""Benchmark: no numba compile pause on first use (issue 13, item 5). Prints its figures; not a test.
+
+Each figure comes from fresh Python processes, so that nothing is compiled or loaded already:
+  1. cold: an empty numba cache (NUMBA_CACHE_DIR set to a new folder): the first call compiles;
+  2. after setup: `warm_kernels()` has filled that cache in an earlier process (as `.ci/setup` does); the first
+     call of a new process loads the machine code; then the median of warm calls in the same process.
+The goal is "first call after setup within 2x of a warm call", for `eval_market` at 1,000 x 6,000
+(clustered features) and `re_ranking` at 500 x 3,000 (the size where the pause was seen).
+
+Run:  python tests/bench/bench_numba_cache.py [--runs 2] [--only re_ranking]"""
+import argparse, json, os, platform, subprocess, sys, tempfile
+from pathlib import Path
+
+CHILD = r'''
+import json, sys, time, statistics, warnings
+t0 = time.perf_counter()
+import numpy as np
+import slsr_nb.eval.metrics as m
+t_import = time.perf_counter() - t0
+what, runs, warm_first = sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1'
+if warm_first: m.warm_kernels(); print(json.dumps({})); sys.exit()
+rng = np.random.default_rng(0)
+if what == 'eval_market':
+    nq, ng, dim = 1000, 6000, 64      # clustered features: distances shaped like a trained model's
+    c = rng.normal(size=(300, dim)); qp, gp = rng.integers(0, 300, nq), rng.integers(0, 300, ng)
+    d = m.compute_distance_matrix(c[qp] + rng.normal(size=(nq, dim)), c[gp] + rng.normal(size=(ng, dim)))
+    args = (d, qp, gp, rng.integers(1, 7, nq), rng.integers(1, 7, ng))
+    fn = lambda: m.eval_market(*args)
+else:
+    qf, gf = rng.normal(size=(500, 64)).astype(np.float32), rng.normal(size=(3000, 64)).astype(np.float32)
+    mats = [m.compute_distance_matrix(a, b) for a, b in ((qf, gf), (qf, qf), (gf, gf))]
+    fn = lambda: m.re_ranking(*mats)
+def timed():
+    t = time.perf_counter(); fn(); return time.perf_counter() - t
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    first = timed(); warm = [timed() for _ in range(runs)]
+print(json.dumps(dict(import_s=t_import, first_s=first, warm_s=statistics.median(warm))))
+'''
+
+def cpu_name():
+    for line in Path('/proc/cpuinfo').read_text().splitlines() if Path('/proc/cpuinfo').exists() else []:
+        if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    return platform.processor() or 'unknown CPU'
+
+def child(what, runs, cache_dir, warm_first=False):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    out = subprocess.run([sys.executable, '-c', CHILD, what, str(runs), '1' if warm_first else '0'], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+def main(runs=2, only=None):
+    print(f'CPU: {cpu_name()} ({os.cpu_count()} logical cores; shared with other work: figures are noisy)')
+    for what in [only] if only else ('eval_market', 're_ranking'):
+        with tempfile.TemporaryDirectory() as cache:
+            cold = child(what, runs, cache)                  # empty cache: compiles
+        with tempfile.TemporaryDirectory() as cache:
+            child(what, runs, cache, warm_first=True)        # the setup step
+            after = [child(what, runs, cache) for _ in range(runs)]   # fresh processes after setup
+        first = sorted(a['first_s'] for a in after)[len(after) // 2]
+        warm = sorted(a['warm_s'] for a in after)[len(after) // 2]
+        size = '1,000 x 6,000' if what == 'eval_market' else '500 x 3,000'
+        print(f'{what} {size}: cold first call {cold["first_s"]:.2f} s (compiles; warm {cold["warm_s"]*1000:.0f} ms); '
+              f'after setup, median over {runs} fresh processes: first call {first*1000:.0f} ms, warm call {warm*1000:.0f} ms, '
+              f'ratio {first/warm:.2f} (goal <= 2); import of slsr_nb.eval.metrics {after[0]["import_s"]:.2f} s')
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(); p.add_argument('--runs', type=int, default=2)
+    p.add_argument('--only', choices=('eval_market', 're_ranking'), default=None)
+    a = p.parse_args(); main(a.runs, a.only)
