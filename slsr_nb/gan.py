@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .core import (get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
 from .precision import choose_precision, train_probe, Precision
+from .data.datasets import decoded_images
 
 # %% ../nbs/06_gan.ipynb #29a74fea
 def check_size(
@@ -238,15 +239,12 @@ def load_images(
     height:int=128,   # size to resize to
     width:int=64,
     progress:bool=False, # show a tqdm bar
+    cache=None,       # the decoded-image cache (`slsr_nb.data.datasets.decoded_images`); False: decode into memory
 )->torch.Tensor:      # uint8 (N, 3, height, width)
-    "Read and resize images into one uint8 tensor for GAN training."
+    "Read and resize images into one uint8 tensor for GAN training, decoded once per install through the image cache."
     check_size(height, width)
-    out = torch.empty(len(paths), 3, height, width, dtype=torch.uint8)
-    for i, p in enumerate(tqdm(paths, desc='reading images', disable=not progress, leave=False)):
-        im = _read_rgb(p)
-        if im.size != (width, height): im = im.resize((width, height), Image.BILINEAR)
-        out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return out
+    arr = decoded_images(list(paths), (height, width), cache=cache, progress=progress)
+    return torch.from_numpy(np.array(arr)).permute(0, 3, 1, 2).contiguous()
 
 def _to_unit(x:torch.Tensor): return x.float().div_(127.5).sub_(1)        # uint8 → [-1, 1]
 def _to_uint8(x:torch.Tensor): return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -919,7 +917,7 @@ def show_real_vs_generated(
     h, w = size; gap = np.full((h, w // 2, 3), 255, np.uint8); rows = []
     def tiles(ps):
         ps = _sample(ps, n, seed)
-        t = [load_images([p], h, w)[0].permute(1, 2, 0).numpy() for p in ps]
+        t = [load_images([p], h, w, cache=False)[0].permute(1, 2, 0).numpy() for p in ps]  # a few tiles: no cache file each
         return t + [np.full((h, w, 3), 255, np.uint8)] * (n - len(t))
     for c in sorted({c for _, c, _ in gen}):
         g = tiles([p for p, cc, _ in gen if cc == c])

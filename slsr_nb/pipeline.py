@@ -22,7 +22,7 @@ import yaml
 from .core import atomic_write_json, atomic_write_text, project_root, default_data_root, seed_everything
 from .models import ARCHS
 from .losses import KINDS
-from .data.datasets import list_datasets
+from .data.datasets import list_datasets, loader_defaults
 
 # %% ../nbs/11_pipeline.ipynb #870eec11
 BACKBONES = tuple(ARCHS)  # the model registry's backbones
@@ -72,7 +72,7 @@ PARAMS = {
     'metric':       Param('euclidean', (str,), 'retrieval distance', choices=('euclidean', 'cosine')),
     'rerank':       Param(True, (bool,), 'also report k-reciprocal re-ranking'),
     'seed':         Param(0, (int,), 'seed of every random generator', lo=0, hi=2**32-1),
-    'num_workers':  Param(0, (int,), 'data-loader worker processes', lo=0, hi=256),
+    'num_workers':  Param(None, (int,), 'data-loader worker processes; None: by device (up to 8 per GPU, none on the CPU)', lo=0, hi=256, nullable=True),
     'amp':          Param(None, (bool,), 'bf16 autocast; None: chosen per stage by measurement (slsr_nb.precision), true/false: forced', nullable=True),
     'device':       Param(None, (str,), "'cpu', 'cuda', 'cuda:N'; None: automatic", nullable=True),
     'stages':       Param(None, (str,), "stop after this stage or group ('clusters', 'finetune', 'evaluate-baseline'); None: all", nullable=True),
@@ -465,11 +465,15 @@ def check_data_fits(ctx:Ctx, res:dict):
                          f'k-means with a silhouette needs k <= n_images - 1 = {n - 1}')
 
 # %% ../nbs/11_pipeline.ipynb #96abdf50
+def _workers(p)->int:
+    "Data-loader workers: the parameter, else what suits the device (`slsr_nb.data.datasets.loader_defaults`)."
+    return loader_defaults(p['device'], p['num_workers'])['num_workers']
+
 def _train_kw(ctx)->dict:
     "Training settings shared by the baseline and every fine-tuning stage."
     p = ctx.params
     return dict(arch=p['backbone'], batch_size=p['batch_size'], height=p['height'], width=p['width'],
-                random_erase=p['random_erase'], seed=p['seed'], num_workers=p['num_workers'], device=p['device'],
+                random_erase=p['random_erase'], seed=p['seed'], num_workers=_workers(p), device=p['device'],
                 lr_backbone=p['lr_backbone'], lr_head=p['lr_head'], step_size=p['step_size'], amp=p['amp'])
 
 def stage_baseline(ctx:Ctx, out:Path)->dict:
@@ -487,7 +491,7 @@ def stage_features(ctx:Ctx, out:Path)->dict:
     ds, fe = need('slsr_nb.data.datasets', 'features'), need('slsr_nb.features', 'features'); p = ctx.params
     model = _model(ctx, ctx.results['baseline']['model'])
     loader = ds.build_loader(_data(ctx).train, ds.build_transforms(p['height'], p['width'], train=False),
-                             batch_size=max(p['batch_size'], 64), train=False, num_workers=p['num_workers'])
+                             batch_size=max(p['batch_size'], 64), train=False, num_workers=_workers(p))
     f = fe.extract_features(model, loader, device=p['device'], amp=p['amp'], which='pool')  # split over ranks
     if _main(): fe.save_features(f, out/'train', meta={'model': ctx.results['baseline']['model']})
     return {'train': _rel(ctx, out/'train'), 'n': int(len(f['feats'])), 'dim': int(f['feats'].shape[1])}
@@ -632,7 +636,7 @@ def stage_evaluate(ctx:Ctx, out:Path, model_stage:str)->dict:
     tf = ds.build_transforms(p['height'], p['width'], train=False)
     feats = {}
     for split, recs in (('query', d.query), ('gallery', d.gallery)):
-        loader = ds.build_loader(recs, tf, batch_size=max(p['batch_size'], 64), train=False, num_workers=p['num_workers'])
+        loader = ds.build_loader(recs, tf, batch_size=max(p['batch_size'], 64), train=False, num_workers=_workers(p))
         feats[split] = fe.extract_features(model, loader, device=p['device'], amp=p['amp'])
     if not _main(): return {}  # features were extracted on every rank; rank 0 scores and draws
     q, g = feats['query'], feats['gallery']

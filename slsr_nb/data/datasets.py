@@ -9,7 +9,8 @@ __all__ = ['IMG_EXTS', 'MARKET_PATTERN', 'MARKET_PATTERN_TEXT', 'MARKET_LAYOUT',
            'summarize', 'check_splits', 'load_dataset', 'parse_market_name', 'read_market_split', 'read_market_layout',
            'market1501', 'dukemtmc', 'parse_cuhk03_name', 'extract_cuhk03_mat', 'cuhk03', 'viper', 'plain_folder',
            'CorruptImageError', 'read_image', 'verify_images', 'build_transforms', 'image_cache_dir', 'decoded_images',
-           'uint8_pipeline', 'ImageDataset', 'IdentitySampler', 'collate_batch', 'build_loader', 'synthetic']
+           'uint8_pipeline', 'ImageDataset', 'IdentitySampler', 'collate_batch', 'loader_defaults', 'build_loader',
+           'synthetic']
 
 # %% ../../nbs/01_data.datasets.ipynb #ffe17ab6
 import os, re, json, math, hashlib, random, shutil, warnings, contextlib
@@ -20,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from ..core import default_data_root, real_data_root
+from ..core import default_data_root, real_data_root, get_device
 
 # %% ../../nbs/01_data.datasets.ipynb #58a2105b
 @dataclass
@@ -785,24 +786,35 @@ def collate_batch(items:list, # ImageDataset items
     "`default_collate` on one torch thread."
     with _one_thread(): return torch.utils.data.default_collate(items)
 
+def loader_defaults(device=None, # where training runs; None: `slsr_nb.core.get_device()`
+                    num_workers:int|None=None, # asked-for workers; None: by device
+                   )->dict: # DataLoader keyword arguments: num_workers, pin_memory, persistent_workers
+    "Loader settings that keep the device fed: on CUDA worker processes and pinned memory, on the CPU none."
+    dev = torch.device(device) if device is not None else get_device()
+    if num_workers is None:  # the CPU trains on every core and the image cache removes the decoding; a GPU needs feeding
+        n_gpus = max(torch.cuda.device_count(), 1) if dev.type == 'cuda' else 1
+        num_workers = min(8, max(1, (os.cpu_count() or 2) // n_gpus - 1)) if dev.type == 'cuda' else 0
+    return dict(num_workers=num_workers, pin_memory=dev.type == 'cuda', persistent_workers=num_workers > 0)
+
 def build_loader(records:list, # (img_path, pid, camid[, cluster]) records
                  transform=None, # see `build_transforms`
                  batch_size:int=32, # images per batch
                  train:bool=True, # shuffle (or balance) and drop the last partial batch
                  sampler:str='random', # 'random' or 'identity' (identity-balanced, train only)
                  num_instances:int=4, # images per identity for sampler='identity'
-                 num_workers:int=0, # DataLoader workers
+                 num_workers:int|None=None, # DataLoader workers; None: by device (`loader_defaults`)
                  seed:int=0, # seed of the shuffling / sampling order
                  drop_last:bool|None=None, # None: True for training, False otherwise
                  cache=None, # decoded-image cache: None (default folder), False (off) or a folder; see `image_cache_dir`
+                 device=None, # where the batches go (sets pinning and default workers); None: `get_device()`
                 )->torch.utils.data.DataLoader:
     "A DataLoader over `ImageDataset(records, transform, cache)`, seeded, optionally identity-balanced; sharded over ranks under DDP."
     if not records: raise ValueError("build_loader got no records (an empty split).")
     ds = ImageDataset(records, transform, cache)
     g = torch.Generator().manual_seed(seed)
     drop_last = train if drop_last is None else drop_last
-    kw = dict(batch_size=batch_size, num_workers=num_workers, generator=g, drop_last=drop_last,
-              collate_fn=collate_batch, pin_memory=False)
+    kw = dict(batch_size=batch_size, generator=g, drop_last=drop_last, collate_fn=collate_batch,
+              **loader_defaults(device, num_workers))
     if not train: return torch.utils.data.DataLoader(ds, shuffle=False, **kw)
     if sampler == 'random': s = torch.utils.data.RandomSampler(ds, generator=g)
     elif sampler == 'identity': s = IdentitySampler(records, batch_size, num_instances, seed)
