@@ -1,6 +1,6 @@
 """Benchmark of the data layer on the real Market-1501 (skips where absent): listing time, image decode rate, and
 loader throughput with the paper's train transform at 256x128 and at the small CPU size 128x64.
-Run: flock /work/scratch/cpu.lock python tests/bench/bench_data.py [--n 2000] [--workers 0]"""
+Run: python tests/bench/bench_data.py [--n 2000] [--workers 0]"""
 import argparse, time, sys
 from slsr_nb.core import real_data_root, MARKET_MISSING, seed_everything
 from slsr_nb.data.datasets import load_dataset, verify_images, build_transforms, build_loader

@@ -6,7 +6,7 @@ file names of the real data set; no image is read) with synthetic features. Prin
   2. re_ranking on 500 x 3,000 (median) and, once, the dense step-by-step reference on the same problem.
   3. re_ranking on the full 3,368 x 19,732 (+ 3,368^2 and 19,732^2 float32 inputs): time and peak RSS.
 
-Run:  flock /work/scratch/cpu.lock python tests/bench/bench_eval.py [--runs 5] [--ref-runs 3] [--skip-full-rerank]
+Run:  python tests/bench/bench_eval.py [--runs 5] [--ref-runs 3] [--skip-full-rerank]
 Without the real data set the IDs and cameras are drawn at random with Market-1501's sizes (said in the output)."""
 import argparse, re, sys, time, statistics, warnings, resource
 from pathlib import Path

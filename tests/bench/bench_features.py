@@ -5,8 +5,8 @@ the medians are compared (the CPU is shared and noisy). End to end = JPEG decode
 workers (once, into the decoded-image cache, unless --no-cache), batching, channels-last conversion, the forward pass
 and copying features out. Goal: >= 95% of the raw rate.
 
-Run (heavy: take the shared CPU lock):
-    flock /work/scratch/cpu.lock python tests/bench/bench_features.py --arch resnet50
+Run (heavy: run it alone, with nothing else on the machine):
+    python tests/bench/bench_features.py --arch resnet50
 Prints one line per measurement and a summary; `--json PATH` also writes the figures.
 """
 import argparse, json, statistics, time

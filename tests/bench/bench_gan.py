@@ -7,8 +7,8 @@ Also times the kit with channels_last, and with --amp bf16 autocast, at the smal
 GAN variant of `slsr_nb.gan.GAN_VARIANTS` (spectral norm, hinge, DiffAugment, EMA, TTUR) at the smaller size, as a
 ratio to the plain DCGAN's steps/s in the same run (what a fixed time budget buys each variant).
 
-Run (heavy: use the shared CPU lock):
-    flock /work/scratch/cpu.lock python tests/bench/bench_gan.py [--steps 3] [--rounds 3] [--amp]
+Run (heavy: run it alone, with nothing else on the machine):
+    python tests/bench/bench_gan.py [--steps 3] [--rounds 3] [--amp]
 Prints one line per measurement and a final JSON line; exits 1 if a ratio kit/plain is below 0.95.
 """
 import argparse, json, statistics, sys, tempfile, time

@@ -7,8 +7,8 @@ cluster consistency, KID to the own cluster (+- SE), the KID margin to the neare
 recall, all in the re-id network's feature space (`slsr_nb.gan.gan_quality`). Everything lands in --out
 (compare.json, one folder per variant with quality.json and a generated-only samples.png).
 
-Real Market-1501 (the measurement of item 3; long: budget x clusters x variants; use the shared CPU lock):
-    flock /work/scratch/cpu.lock python tests/bench/bench_gan_quality.py \
+Real Market-1501 (the measurement of item 3; long: budget x clusters x variants; run it alone):
+    python tests/bench/bench_gan_quality.py \
         --clusters RUN/stages/clusters --model RUN/stages/baseline/model.pt --budget-s 300 --out runs/gan_variants
   (--clusters: a folder written by slsr_nb.cluster.save_clusters; --model: the baseline whose features were clustered)
 Synthetic smoke (minutes): the kit's synthetic set, clustered by k-means on a colour-layout feature, which also

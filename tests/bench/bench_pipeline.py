@@ -2,7 +2,7 @@
 
 Runs the pipeline in-process with nbs/experiments/params/synthetic.yaml into a fresh run folder, then runs it again
 to time the all-cached re-run, and prints one line per stage plus the totals (also written as JSON).
-Usage: flock /work/scratch/cpu.lock python tests/bench/bench_pipeline.py [--run-dir DIR] [--json OUT] [-p NAME VALUE]...
+Usage: python tests/bench/bench_pipeline.py [--run-dir DIR] [--json OUT] [-p NAME VALUE]...
 """
 import argparse, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path

@@ -4,7 +4,7 @@ same data, same labels, same run. Prints the times, the speed-up and the largest
 The data are synthetic CNN-like features (non-negative, clustered, float32) unless --features names an .npz/.pt
 file with a 'feats' array (e.g. real baseline features). Labels: one nearest-centre assignment per k (k-means-like
 partitions, cheap to make).
-Run: flock /work/scratch/cpu.lock python tests/bench/bench_silhouette.py [--n 12936] [--d 2048] [--kmax 10]"""
+Run: python tests/bench/bench_silhouette.py [--n 12936] [--d 2048] [--kmax 10]"""
 import argparse, time
 import numpy as np, torch
 from sklearn.metrics import silhouette_score

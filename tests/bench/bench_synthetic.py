@@ -2,7 +2,7 @@
 single-query rank-1 / mAP of untrained features: raw pixels, a colour histogram, random-init CNNs; optionally a small
 CNN trained from scratch for a few epochs). Learnability without a GPU: LDA fitted on the training identities'
 colour histograms, scored on the disjoint test identities.
-Run: flock /work/scratch/cpu.lock python tests/bench/bench_synthetic.py [--params '{"n_ids": 80}'] [--resnet18] [--train 20]
+Run: python tests/bench/bench_synthetic.py [--params '{"n_ids": 80}'] [--resnet18] [--train 20]
      [--cnn-size 64x32]"""
 import argparse, json, tempfile, time
 from pathlib import Path
