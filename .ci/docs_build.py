@@ -69,6 +69,8 @@ def _mixed_import_test_cell(cell)->bool:
 
 def execute_one(path:str, skip_flags:tuple)->tuple:
     "Execute one notebook in place (execnb, like nbdev_test) and keep its outputs; returns (path, seconds, error)."
+    mp.set_start_method('fork', force=True)  # a notebook's DataLoader workers fork, as under nbdev_test: classes defined
+                                             # in a notebook live in its namespace and cannot be pickled to spawned ones
     os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
     os.environ['IN_TEST'] = '1'
     from execnb.nbio import read_nb, write_nb
