@@ -54,6 +54,10 @@ def test_tiny_run_writes_the_run_folder(tiny_run):
     assert (stages['generate']/'manifest.csv').is_file()
     assert len(list((stages['generate']).rglob('*.png'))) >= 32
     assert (stages['finetune-slsr']/'model.pt').is_file()
+    q = m['gan_quality']  # per-cluster GAN quality of the generated set, in the baseline's feature space
+    assert q['clusters'] == list(range(m['clusters']['k'])) and 0 <= q['min_consistency'] <= 1 and 0 <= q['mean_recall'] <= 1
+    assert all(isinstance(v, float) for v in q['kid_own']) and (stages['generate']/'quality.json').is_file()
+    assert m['cross_domain'] is None
 
 
 def test_second_run_reuses_every_stage(tiny_run, data_root):
@@ -167,3 +171,19 @@ def test_second_process_is_locked_out(tmp_path):
     finally:
         p.kill(); p.wait()
     with RunFolder(tmp_path): pass  # free again once the holder is gone
+
+
+def test_cross_domain_evaluation_through_the_pipeline(tiny_run, data_root, tmp_path):
+    "eval_on: every model of a run also scored on another synthetic set (other people and cameras), beside the home result."
+    other = dict(TINY_DATA, seed=1)
+    p = tiny_params(data_root, tiny_run['run_dir'], eval_on=[{'dataset': 'synthetic', 'name': 'synthetic-seed1',
+                                                             'data_root': str(tmp_path), 'protocol': other}], overwrite=True)
+    r = run_pipeline(p, log=lambda *a: None)
+    assert 'cross-domain' not in r['reused'] and {'baseline', 'finetune-slsr', 'generate'} <= set(r['reused'])
+    cd = r['metrics']['cross_domain']['synthetic-seed1']
+    assert set(cd['results']) == {'baseline', 'slsr'} and cd['dataset'] == 'synthetic'
+    home = r['metrics']['results']
+    assert all(0 <= v['mAP'] <= 100 for v in cd['results'].values())
+    assert cd['results']['baseline'] != home['baseline']  # another data set, other numbers
+    with pytest.raises(ParamError, match="eval_on: unknown data set 'mnist'"):
+        validate_params(tiny_params(data_root, tmp_path/'x', eval_on=['mnist']))
