@@ -851,6 +851,8 @@ def results_table(metrics:dict, # a run's metrics.json content
         lines.append(f'{n:<{w}}  ' + '  '.join(f'{r[c]:7.2f}' if c in r else f"{'-':>7}" for c in cols))
     proto = metrics.get('protocol') or {}
     lines.append(f"dataset: {metrics.get('dataset', '?')}   protocol: {proto.get('protocol', proto) or '?'}")
+    for name, target in (metrics.get('cross_domain') or {}).items():  # the same models tested on other data sets
+        lines += ['', f"cross-domain: trained on {metrics.get('dataset', '?')}, tested on {name}", results_table(target)]
     return '\n'.join(lines)
 
 # %% ../nbs/11_pipeline.ipynb #5144ffdc

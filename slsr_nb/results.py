@@ -15,23 +15,11 @@ import numpy as np
 import yaml
 import matplotlib.pyplot as plt
 from PIL import Image
-from fastcore.script import call_parse
+import argparse
+from .precision import cpu_flags, cpu_model
 
 # %% ../nbs/results.ipynb #012f3fc5
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'amx_int8')  # the CPU flags a machine.json keeps
-
-def _cpuinfo(path:str|Path='/proc/cpuinfo', # the kernel's CPU description
-            )->dict:                         # {'model name': ..., 'flags': ...} of the first CPU ({} if unreadable)
-    "Model name and flags of the first processor listed in `/proc/cpuinfo`."
-    p, out = Path(path), {}
-    if not p.is_file(): return out
-    for line in p.read_text(errors='replace').splitlines():
-        if not line.strip():
-            if out: break  # the first processor's block ends at a blank line
-            continue
-        k, _, v = line.partition(':')
-        if k.strip() in ('model name', 'flags'): out.setdefault(k.strip(), v.strip())
-    return out
 
 def _version(pkg:str)->str|None:
     try: return version(pkg)
@@ -46,9 +34,8 @@ def _mem_gib(path='/proc/meminfo')->float|None:
 def machine_info(cpuinfo:str|Path='/proc/cpuinfo', # where the CPU model and flags are read
                 )->dict:                           # cpu, cores, flags, amx, memory_gib, os, python, torch, slsr_nb
     "What a run was measured on: CPU model and bf16/AMX flags, cores, memory, OS, Python and torch versions."
-    ci = _cpuinfo(cpuinfo)
-    flags = set(ci.get('flags', '').split())
-    return {'cpu': ci.get('model name') or platform.processor() or platform.machine(), 'cores': os.cpu_count(),
+    flags = cpu_flags(cpuinfo)
+    return {'cpu': cpu_model(cpuinfo), 'cores': os.cpu_count(),
             'flags': [f for f in FLAGS if f in flags], 'amx': any(f.startswith('amx') for f in flags),
             'memory_gib': _mem_gib(), 'os': platform.platform(), 'python': platform.python_version(),
             'torch': _version('torch'), 'slsr_nb': _version('slsr_nb')}
@@ -157,6 +144,9 @@ def results_md(name:str|Path, # an entry of the store (name or folder)
     cols = [(k, t) for k, t in _COLS if any(k in r for r in res.values())]
     rows = ['| model | ' + ' | '.join(t for _, t in cols) + ' |', '|---' * (len(cols) + 1) + '|']
     rows += [f'| {m} | ' + ' | '.join(f'{r[k]:.2f}' if k in r else '–' for k, _ in cols) + ' |' for m, r in res.items()]
+    for target, cd in (e['metrics'].get('cross_domain') or {}).items():  # trained here, tested on another data set
+        rows += [f'| {m} → {target} | ' + ' | '.join(f'{r[k]:.2f}' if k in r else '–' for k, _ in cols) + ' |'
+                 for m, r in cd['results'].items()]
     t, run = e['timings'], e['run']
     proto = (e['metrics'].get('protocol') or {}).get('protocol', '?')
     lines = ['\n'.join(rows), '',
@@ -217,13 +207,17 @@ def pipeline_figure(name:str|Path='demo', # a synthetic entry of the store (name
     return fig
 
 # %% ../nbs/results.ipynb #2a8a48f8
-@call_parse
-def main(run_dir:str,           # a finished run folder (holding metrics.json)
-         command:str,           # the exact command that produced it (quote it)
-         name:str=None,         # the entry's name (default: the run folder's name)
-         store:str=None,        # the results store (default: nbs/experiments/results of this checkout)
-         overwrite:bool=False,  # replace an existing entry
-         note:str=None,         # what else a reader should know about the run
+def main(argv:list|None=None, # arguments (default sys.argv[1:])
         ):
     "Copy a finished run into the results store: `python -m slsr_nb.results runs/demo 'slsr demo' --name demo`."
-    print(store_run(run_dir, command, name=name, store=store, overwrite=overwrite, note=note))
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument('run_dir', help='a finished run folder (holding metrics.json)')
+    ap.add_argument('command', help='the exact command that produced it (quote it)')
+    ap.add_argument('--name', help="the entry's name (default: the run folder's name)")
+    ap.add_argument('--store', help='the results store (default: nbs/experiments/results of this checkout)')
+    ap.add_argument('--overwrite', action='store_true', help='replace an existing entry')
+    ap.add_argument('--note', help='what else a reader should know about the run')
+    a = ap.parse_args(argv)
+    print(store_run(a.run_dir, a.command, name=a.name, store=a.store, overwrite=a.overwrite, note=a.note))
+
+if __name__ == '__main__': main()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slsr_nb.pipeline import run_pipeline, validate_params, RunLocked, ParamError
+from slsr_nb.pipeline import run_pipeline, validate_params, RunLocked, ParamError, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = dict(n_ids=8, n_test_ids=6, n_cams=3, n_distractors=10, n_junk=5, height=64, width=32)
@@ -185,5 +185,6 @@ def test_cross_domain_evaluation_through_the_pipeline(tiny_run, data_root, tmp_p
     home = r['metrics']['results']
     assert all(0 <= v['mAP'] <= 100 for v in cd['results'].values())
     assert cd['results']['baseline'] != home['baseline']  # another data set, other numbers
+    assert 'cross-domain: trained on synthetic, tested on synthetic-seed1' in results_table(r['metrics'])
     with pytest.raises(ParamError, match="eval_on: unknown data set 'mnist'"):
         validate_params(tiny_params(data_root, tmp_path/'x', eval_on=['mnist']))
