@@ -220,4 +220,6 @@ def main(argv:list|None=None, # arguments (default sys.argv[1:])
     a = ap.parse_args(argv)
     print(store_run(a.run_dir, a.command, name=a.name, store=a.store, overwrite=a.overwrite, note=a.note))
 
-if __name__ == '__main__': main()
+# %% ../nbs/results.ipynb #9369dd00
+#| eval: false
+if __name__ == '__main__': main()  # python -m slsr_nb.results RUN_DIR COMMAND [--name ...]
