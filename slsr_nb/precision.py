@@ -15,25 +15,24 @@ import torch
 from .core import amp_dtype
 
 # %% ../nbs/00a_precision.ipynb #7aa20d2d
-def cpu_flags(cpuinfo:str='/proc/cpuinfo', # the kernel's processor description
-             )->set:
-    "The instruction-set flags of this machine's first processor (empty where the file does not exist)."
+def _cpuinfo_field(key:str, cpuinfo:str)->str|None:
+    "The value of `key` for the first processor in `cpuinfo` (None where the file or the key is missing)."
     try:
         with open(cpuinfo) as fh:
             for line in fh:
-                if line.startswith('flags'): return set(line.split(':', 1)[1].split())
+                if line.startswith(key): return line.split(':', 1)[1].strip()
     except OSError: pass
-    return set()
+    return None
+
+def cpu_flags(cpuinfo:str='/proc/cpuinfo', # the kernel's processor description
+             )->set:
+    "The instruction-set flags of this machine's first processor (empty where the file does not exist)."
+    return set((_cpuinfo_field('flags', cpuinfo) or '').split())
 
 def cpu_model(cpuinfo:str='/proc/cpuinfo', # the kernel's processor description
              )->str:
     "The processor's model name (`platform.processor()` where `/proc/cpuinfo` does not exist)."
-    try:
-        with open(cpuinfo) as fh:
-            for line in fh:
-                if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field('model name', cpuinfo) or platform.processor() or platform.machine()
 
 def native_bf16_cpu(flags:set|None=None, # instruction-set flags; None: `cpu_flags()`
                    )->bool:
