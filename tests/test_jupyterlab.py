@@ -118,13 +118,19 @@ def lab(tmp_path_factory):
         _stop_lab(proc, base, token, log)
 
 
-def _accept_kernel_dialog(page, wait_ms=3000):
-    "JupyterLab may ask which kernel to start; the preselected one is the notebook's (slsr_nb)."
+def _accept_kernel_dialog(page, wait_ms=3000, timeout=90):
+    "JupyterLab may ask which kernel to start (the preselected one is the notebook's, slsr_nb): accept until no dialog is left."
     try: page.wait_for_selector('.jp-Dialog', timeout=wait_ms)
     except Exception: return
-    if page.locator('.jp-Dialog').filter(has_text='Select Kernel').count():
-        page.locator('.jp-Dialog button.jp-mod-accept').first.click()
-        page.wait_for_selector('.jp-Dialog', state='detached', timeout=10_000)
+    end = time.time() + timeout  # a busy machine can take long to act on the click; a second dialog may follow
+    while page.locator('.jp-Dialog').count() and time.time() < end:
+        accept = page.locator('.jp-Dialog button.jp-mod-accept')
+        if accept.count():
+            try: accept.first.click(timeout=5_000)
+            except Exception: pass
+        page.wait_for_timeout(1_000)
+    left = page.locator('.jp-Dialog')
+    assert not left.count(), f'a JupyterLab dialog stayed open: {left.first.inner_text()[:300]!r}'
 
 
 def _wait_for(page, fn, what, timeout=60):
