@@ -121,12 +121,11 @@ def main(argv=None):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(a.out or tmp)
-        steps = [('train', lambda: check_train(dev, out))]
-        m = steps[0][1]()
-        for name, fn in [('extract', lambda: check_extract(dev, m)), ('gan', lambda: check_gan(dev)), ('ddp', lambda: check_ddp(dev))] + \
-                ([] if a.skip_pipeline else [('pipeline', lambda: check_pipeline(dev, out))]):
-            fn(); steps.append((name, fn))
-    print(f'[gpu-check] all {len(steps)} steps passed on {dev} in {time.perf_counter() - t0:.0f} s', flush=True)
+        m = check_train(dev, out)
+        steps = [('extract', lambda: check_extract(dev, m)), ('gan', lambda: check_gan(dev)), ('ddp', lambda: check_ddp(dev))]
+        if not a.skip_pipeline: steps.append(('pipeline', lambda: check_pipeline(dev, out)))
+        for _, fn in steps: fn()
+    print(f'[gpu-check] all {1 + len(steps)} steps passed on {dev} in {time.perf_counter() - t0:.0f} s', flush=True)
 
 
 if __name__ == '__main__':
