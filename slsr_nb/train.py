@@ -159,7 +159,9 @@ def _epoch(model, loader, extra_iters, opt, loss_fn, dev, prec, channels_last, m
     n_img, steps, synced, partial = 0, 0, 0, False
     total = len(loader) if hasattr(loader, '__len__') else None
     if max_steps and total is not None: total = min(total, max_steps)
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, total=total)
+    # one iterator, made here: tqdm.auto's class (tqdm_asyncio) calls iter() on what it wraps, which would start a
+    # second, discarded DataLoader iterator that draws from the global RNG and shifts every augmentation after it
+    bar = tqdm(iter(loader), desc=desc, leave=False, disable=not progress, total=total)
     for batch in bar:
         if extra_iters: batch = merge_batches([batch] + [next(i) for i in extra_iters])
         batch = _to(batch, dev)

@@ -153,6 +153,19 @@ def test_rerun_reuses_the_cached_stages(papermill_run):
     assert time.time() - t < 60
 
 
+def test_slsr_run_metrics_equal_in_process_metrics(papermill_run):
+    "The same parameters give the same numbers through papermill (text progress bars) and in this process (tqdm.auto)."
+    r = papermill_run
+    assert r['code'] == 0, r['err'][-3000:]
+    c, out, err = slsr('run', 'slsr_pipeline', '-f', r['params'], '--data-root', r['dir'], '-p', 'epochs', '1',
+                       '--run-dir', r['dir']/'runs'/'tiny-in-process', '--in-process', cwd=r['dir'])
+    assert c == 0, err[-3000:]
+    a = json.loads((r['run']/'metrics.json').read_text())
+    b = json.loads((r['dir']/'runs'/'tiny-in-process'/'metrics.json').read_text())
+    assert a['results'] == b['results'], (a['results'], b['results'])
+    assert a['stage_keys'] == b['stage_keys']
+
+
 def test_changing_a_finished_run_needs_overwrite(papermill_run):
     r = papermill_run
     c, out, err = slsr('run', 'slsr_pipeline', '-f', r['params'], '--data-root', r['dir'], '-p', 'seed', '3',
