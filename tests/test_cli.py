@@ -194,14 +194,18 @@ def test_cluster_explorer_notebook_batch_run(papermill_run):
     assert (ex/'cluster_explorer.ipynb').is_file() and (ex/'silhouette.png').is_file() and (ex/'umap_clusters.png').is_file()
 
 
-@pytest.mark.parametrize('name', ['market1501', 'dukemtmc', 'cuhk03', 'viper', 'synthetic'])
+@pytest.mark.parametrize('name', ['market1501', 'dukemtmc', 'cuhk03', 'viper', 'synthetic', 'market1501_cpu', 'dukemtmc_cpu'])
 def test_parameter_files_are_valid(name):
     "Every kept parameter set passes the pipeline's checks (types, ranges, known data set)."
-    from slsr_nb.pipeline import load_params
+    from slsr_nb.pipeline import load_params, pipeline_stages
     from slsr_nb.cli import find_params
     p = load_params(find_params(name))
-    assert p['dataset'] == name
-    if name != 'synthetic': assert p['n_generated'] in (8000, 12000, 18000) and p['epochs'] == 130
+    assert p['dataset'] == name.removesuffix('_cpu')
+    if name.endswith('_cpu'):  # the CPU sets: MobileNetV2 with offline ImageNet weights, the full comparison, 2+ seeds
+        assert (p['backbone'], p['weights'], p['height'], p['width']) == ('mobilenet_v2', 'imagenet', 128, 64)
+        assert set(p['smoothing']) == {'onehot', 'lsr', 'lsro', 'slsr', 'slsr+noise'} and len(p['seeds']) >= 2
+        assert sum(s.name.startswith('finetune-') for s in pipeline_stages(p)) == 5 * len(p['seeds'])
+    elif name != 'synthetic': assert p['n_generated'] in (8000, 12000, 18000) and p['epochs'] == 130
 
 
 def test_real_market1501_data_stage(tmp_path):

@@ -3,11 +3,12 @@
 The whole file takes about two minutes on 2 CPU cores (one tiny full run, one baseline-only run killed and resumed,
 and the same baseline run uninterrupted to compare against).
 """
-import json, os, signal, subprocess, sys, textwrap, time
+import json, os, shutil, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 import torch
 
+import yaml
 from slsr_nb.pipeline import run_pipeline, validate_params, RunLocked, ParamError, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,44 @@ def test_lsr_and_slsr_with_noise_run_through_the_pipeline(tiny_run, data_root):
     assert set(r['metrics']['results']) == {'baseline', 'lsr', 'slsr+noise'}
     assert {'baseline', 'clusters', 'gans', 'generate'} <= set(r['reused']) and 'finetune-slsr+noise' not in r['reused']
     assert r['results']['finetune-slsr+noise']['method'] == 'slsr+noise' and r['results']['finetune-lsr']['n_generated'] == 0
+    run_pipeline(tiny_params(data_root, tiny_run['run_dir'], overwrite=True), log=lambda *a: None)  # back to the fixture's
+
+
+def test_comparison_with_seeds_and_grid_through_slsr_run(tiny_run, data_root, tmp_path):
+    """A comparison (2 kinds x 2 seeds) and a 1 x 1 k x N grid through `slsr run`, into the fixture's run folder: the
+    shared stages are reused, metrics.json has every seed's numbers and mean ± std; a second invocation reuses every
+    stage, and a run cut off after some fine-tunings resumes with only the missing ones."""
+    slsr = shutil.which('slsr', path=str(Path(sys.executable).parent)) or shutil.which('slsr')
+    pf = tmp_path/'cmp.yaml'
+    pf.write_text(yaml.safe_dump(tiny_params(data_root, tiny_run['run_dir'], smoothing=['onehot', 'slsr'], seeds=[0, 1],
+                                             ablation={'k': [2], 'n_generated': [16], 'smoothing': ['slsr']})))
+    def run(*extra):
+        r = subprocess.run([slsr, 'run', 'slsr_pipeline', '-f', pf, *extra], capture_output=True, text=True, timeout=900,
+                           env={**os.environ, 'MPLBACKEND': 'Agg'})
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads((Path(tiny_run['run_dir'])/'timings.json').read_text())
+    t = run('-p', 'overwrite', 'true')
+    assert {'data', 'baseline', 'evaluate-baseline', 'features', 'clusters', 'gans', 'generate'} <= set(t['reused'])
+    ran = set(t['stages']) - set(t['reused'])
+    assert {'finetune-onehot-s0', 'finetune-onehot-s1', 'finetune-slsr-s0', 'finetune-slsr-s1', 'clusters-k2', 'gans-k2',
+            'generate-k2-n16', 'finetune-slsr-k2-n16-s0', 'finetune-slsr-k2-n16-s1', 'report'} <= ran, ran
+    m = json.loads((Path(tiny_run['run_dir'])/'metrics.json').read_text())
+    assert m['seeds'] == [0, 1]
+    assert {'baseline', 'onehot-s0', 'onehot-s1', 'slsr-s0', 'slsr-s1', 'slsr-k2-n16-s0', 'slsr-k2-n16-s1'} == set(m['results'])
+    s = m['summary']['slsr']
+    vals = [m['results'][f'slsr-s{i}']['rank1'] for i in (0, 1)]
+    assert s['n'] == 2 and s['seeds'] == [0, 1] and s['rank1']['values'] == vals
+    assert abs(s['rank1']['mean'] - sum(vals) / 2) < 0.006 and s['rank1']['std'] is not None
+    assert [(r['k'], r['n_generated'], r['smoothing'], r['n_seeds']) for r in m['ablation']] == [(2, 16, 'slsr', 2)]
+    t2 = run('--in-process')                                   # the same command again: every stage reused
+    assert t2['reused'] == list(t2['stages'])
+    order = list(t2['stages'])                                 # as if the run had been stopped during finetune-slsr-s1:
+    lost = order[order.index('finetune-slsr-s1'):]             # that stage and every later one have no done.json
+    for name in lost:
+        for marker in (Path(tiny_run['run_dir'])/'stages').glob(f'{name}-*/done.json'): marker.unlink()
+    t3 = run('--in-process')
+    assert [n for n in t3['stages'] if n not in t3['reused']] == lost and len(lost) >= 7, lost
+    assert json.loads((Path(tiny_run['run_dir'])/'metrics.json').read_text())['results'] == m['results']
     run_pipeline(tiny_params(data_root, tiny_run['run_dir'], overwrite=True), log=lambda *a: None)  # back to the fixture's
 
 
