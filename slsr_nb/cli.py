@@ -13,9 +13,10 @@ from pathlib import Path
 import yaml
 from .core import project_root
 from . import interop
-from .pipeline import (ParamError, RunLocked, StageUnavailable, PARAMS, CLAIM_ENV, PROGRESS_ENV, RunFolder,
+from .pipeline import (ParamError, RunLocked, PARAMS, CLAIM_ENV, PROGRESS_ENV, RunFolder,
                               validate_params, plain_params, read_yaml_params, claim_params, load_params,
-                              run_pipeline, results_table, list_runs, compare_runs)
+                              run_pipeline, list_runs, compare_runs)
+from .viz import results_table
 
 # %% ../nbs/12_cli.ipynb #c07e725a
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DATA, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -109,6 +110,8 @@ def run_notebook(
     import papermill as pm
     nb = find_notebook(str(notebook))
     params = plain_params(dict(params or {}), f'parameters of {nb.name}')
+    if isinstance(params.get('data_root'), str):  # the kernel runs in the run folder: a relative root means the caller's folder
+        params['data_root'] = str(Path(params['data_root']).expanduser().resolve())
     declared = pm.inspect_notebook(str(nb))
     unknown = sorted(set(params) - set(declared))
     if unknown:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrizations
 from PIL import Image
 from tqdm.auto import tqdm
-from .core import (get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
+from .core import (say, get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
 from .precision import choose_precision, train_probe, Precision
 from .data.datasets import decoded_images
@@ -459,7 +459,7 @@ def train_gan(
     history, start = _resume(out/'last.pt', st, cfg) if resume else ([], 0)
     prec = _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)
     amp = prec.amp
-    if progress: print(prec.describe(name))
+    if progress: say(prec.describe(name))
     fixed = sample_noise(n_samples, nz, _epoch_rng(seed, -1)).to(dev)
     mf = torch.channels_last if channels_last else torch.contiguous_format
     bar = tqdm(total=epochs * (n // bs), initial=min(start, epochs) * (n // bs), desc=name, disable=not progress)

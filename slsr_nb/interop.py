@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['FIELDS', 'PROTOCOLS', 'EVAL_EXAMPLES', 'PARITY_RTOL', 'ResultFileError', 'load_arrays', 'read_result_file',
-           'score_result', 'result_row', 'average_results', 'eval_files', 'cmd_eval', 'run_params', 'run_models',
-           'extract_split', 'write_layumi_mat', 'write_torchreid_npz', 'export_features', 'RetrievalNet',
-           'preprocessing', 'export_onnx', 'export_torchscript', 'check_export', 'export_model', 'cmd_export_features',
-           'cmd_export_model', 'add_commands', 'parse_eval_on', 'evaluate_model_on', 'cross_domain_results',
-           'evaluate_run_on']
+           'score_result', 'average_results', 'eval_files', 'cmd_eval', 'run_params', 'run_models', 'extract_split',
+           'write_layumi_mat', 'write_torchreid_npz', 'export_features', 'RetrievalNet', 'preprocessing', 'export_onnx',
+           'export_torchscript', 'check_export', 'export_model', 'cmd_export_features', 'cmd_export_model',
+           'add_commands', 'parse_eval_on', 'evaluate_model_on', 'cross_domain_results', 'evaluate_run_on']
 
 # %% ../nbs/14_interop.ipynb #b66c71ab
 import json, argparse, warnings
@@ -23,7 +22,8 @@ from .eval.rerank import re_ranking
 from .data.datasets import load_dataset, list_datasets, build_transforms, build_loader, IMAGENET_MEAN, IMAGENET_STD
 from .features import extract_features
 from .models import load_model
-from .pipeline import RANKS, plot_cmc_curves, results_table
+from .eval.retrieval import RANKS, result_row, evaluate_model
+from .viz import plot_cmc, results_table
 
 # %% ../nbs/14_interop.ipynb #6a7c20a9
 class ResultFileError(ValueError):
@@ -154,17 +154,6 @@ def score_result(
     return out
 
 # %% ../nbs/14_interop.ipynb #0bd19d41
-def result_row(r:dict, # a result dict of the evaluator
-               digits:int|None=2, # decimals kept (None: unrounded)
-              )->dict:  # {'rank1', 'rank5', 'rank10', 'rank20', 'mAP', 'mINP'} in percent
-    "The table row of one result, in percent, as a run's `metrics.json` stores it."
-    rnd = (lambda v: round(v, digits)) if digits is not None else (lambda v: v)
-    cmc = [float(x) for x in r['cmc']]
-    out = {f'rank{k}': rnd(100 * cmc[k - 1]) for k in RANKS if k <= len(cmc)}
-    out['mAP'] = rnd(100 * float(r['mAP']))
-    if r.get('mINP') is not None: out['mINP'] = rnd(100 * float(r['mINP']))
-    return out
-
 def average_results(results:list, # result dicts of one protocol, one per split
                    )->dict:
     "The mean over splits (a single result is returned as it is)."
@@ -230,7 +219,7 @@ def cmd_eval(a)->int:
     "`slsr eval`: print the table (or JSON) of `eval_files`; draw the CMC curve with --plot."
     res = eval_files(a.files, a.protocol, a.metric, a.ap, a.rerank, k1=a.k1, k2=a.k2, lambda_value=a.lambda_value,
                      max_rank=a.max_rank, repeats=a.repeats, seed=a.seed)
-    if a.plot: plot_cmc_curves(res['cmc'], a.plot, title=f"CMC: {res['dataset']} ({a.protocol})")
+    if a.plot: plot_cmc(res['cmc'], save=a.plot, title=f"CMC: {res['dataset']} ({a.protocol})", show=False)
     if a.json: print(json.dumps(res, indent=2))
     else:
         print(results_table(res))
@@ -494,26 +483,16 @@ def parse_eval_on(eval_on, # a data set name, a mapping, or a list of them
     return out
 
 # %% ../nbs/14_interop.ipynb #41b77a86
-def _protocol_of(data)->str:
-    "The `score_result` protocol of a loaded data set."
-    proto = str(data.protocol.get('protocol', 'market'))
-    if proto.startswith('cuhk03'): return 'cuhk03-new' if 'new' in proto else 'cuhk03-classic'
-    return 'viper' if proto.startswith('viper') else 'market'
-
 def evaluate_model_on(net:torch.nn.Module, # a `ReidNet`
                       data, # a loaded `ReidData` (its query and gallery are used)
                       params:dict, # the run's parameters: height, width, metric, rerank, batch_size, num_workers, device, amp
                      )->dict:      # {'plain': row + 'cmc', 'rerank': ...}
-    "One model on one data set's query/gallery under that data set's protocol."
-    q, g = extract_split(net, data.query, params), extract_split(net, data.gallery, params)
-    res = {'qf': q['feats'], 'gf': g['feats'], 'q_pids': q['pids'], 'g_pids': g['pids'],
-           'q_camids': q['camids'], 'g_camids': g['camids']}
-    out = {}
-    for variant in ('plain', 'rerank') if params.get('rerank') else ('plain',):
-        r = score_result(res, _protocol_of(data), params.get('metric', 'euclidean'), rerank=variant == 'rerank',
-                         dataset=data.name)
-        out[variant] = {**result_row(r), 'cmc': [float(x) for x in r['cmc']], 'protocol': r.get('protocol')}
-    return out
+    "One model on one data set's query/gallery under that data set's protocol (the kit's one `evaluate_model`)."
+    r = evaluate_model(net, data, params['height'], params['width'], params.get('metric', 'euclidean'), bool(params.get('rerank')),
+                       batch_size=max(params.get('batch_size', 64), 64), num_workers=params.get('num_workers'),
+                       device=params.get('device'), amp=params.get('amp'), progress=False, distributed=False)
+    return {v: {**result_row(r[v]), 'cmc': [float(x) for x in r[v]['cmc']], 'protocol': r[v].get('protocol')}
+            for v in ('plain', 'rerank') if v in r}
 
 # %% ../nbs/14_interop.ipynb #e2fc7c31
 def cross_domain_results(models:dict, # {model name: model file or `ReidNet`}

@@ -4,16 +4,15 @@
 
 # %% auto #0
 __all__ = ['BACKBONES', 'GEN_KINDS', 'SMOOTHING_KINDS', 'PARAMS', 'STAGE_NAMES', 'ABLATION_KEYS', 'RUN_MARKER', 'CLAIM_ENV',
-           'GAN_OPTIONS', 'RANKS', 'TRAIN_READS', 'PROGRESS_ENV', 'METRIC_COLUMNS', 'Param', 'default_params',
-           'known_datasets', 'plain_errors', 'plain_value', 'plain_params', 'ParamError', 'ablation_errors',
-           'validate_params', 'read_yaml_params', 'load_params', 'stage_key', 'StageUnavailable', 'RunLocked',
-           'NotARunFolder', 'is_run_folder', 'check_run_folder', 'RunFolder', 'need', 'Ctx', 'Stage', 'run_stages',
-           'UnsafePath', 'data_fingerprint', 'stage_data', 'check_data_fits', 'stage_baseline', 'stage_features',
-           'stage_clusters', 'load_run_clusters', 'stage_gans', 'stage_generate', 'generated_for_training',
-           'stage_finetune', 'stage_evaluate', 'plot_cmc_curves', 'summarize_seeds', 'stage_report',
+           'GAN_OPTIONS', 'TRAIN_READS', 'Param', 'default_params', 'known_datasets', 'plain_errors', 'plain_value',
+           'plain_params', 'ParamError', 'ablation_errors', 'validate_params', 'read_yaml_params', 'load_params',
+           'stage_key', 'RunLocked', 'NotARunFolder', 'is_run_folder', 'check_run_folder', 'RunFolder', 'Ctx', 'Stage',
+           'run_stages', 'UnsafePath', 'data_fingerprint', 'stage_data', 'check_data_fits', 'stage_baseline',
+           'stage_features', 'stage_clusters', 'load_run_clusters', 'stage_gans', 'stage_generate',
+           'generated_for_training', 'stage_finetune', 'stage_evaluate', 'summarize_seeds', 'stage_report',
            'stage_cross_domain', 'finetune_seeds', 'ablation_cells', 'generation_names', 'generation_stages',
            'method_stages', 'experiment_plan', 'pipeline_stages', 'params_digest', 'claim_params', 'run_pipeline',
-           'console_progress', 'summary_lines', 'results_table', 'list_runs', 'compare_runs']
+           'console_progress', 'list_runs', 'compare_runs']
 
 # %% ../nbs/11_pipeline.ipynb #2d65293f
 import os, re, sys, json, time, math, hashlib, importlib, numbers, contextlib, secrets, threading, datetime as _dt
@@ -21,11 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Any
 import yaml
-from .core import atomic_write_json, atomic_write_text, project_root, default_data_root, seed_everything
+from .core import PROGRESS_ENV, atomic_write_json, atomic_write_text, project_root, default_data_root, seed_everything
 from .models import ARCHS
 from .losses import KINDS
 from .gan import GAN_LOSSES
 from .data.datasets import list_datasets, loader_defaults
+from .eval.metrics import compute_distance_matrix
+from .eval.retrieval import evaluate_model, result_row
+from .viz import plot_cmc, results_table, visualize_ranked_results
+from .core import get_device
+import slsr_nb.data.datasets as ds   # the stages drive these modules (Algorithm 1's steps), by their public functions
+import slsr_nb.models as models
+import slsr_nb.features as fe
+import slsr_nb.cluster as cl
+import slsr_nb.gan as gan
+import slsr_nb.slsr as sl
+import slsr_nb.interop as interop
 
 # %% ../nbs/11_pipeline.ipynb #870eec11
 BACKBONES = tuple(ARCHS)  # the model registry's backbones
@@ -242,7 +252,7 @@ def validate_params(
         if check_dataset and out['dataset'] not in (known := known_datasets()):
             errs.append(f"dataset: unknown data set {out['dataset']!r}; known: {', '.join(known)}")
         if out['eval_on']:
-            try: need('slsr_nb.interop', 'parameters').parse_eval_on(out['eval_on'], out['data_root'])
+            try: interop.parse_eval_on(out['eval_on'], out['data_root'])
             except ValueError as e: errs.append(str(e) if str(e).startswith('eval_on') else f'eval_on: {e}')
         if out['data_root'] is not None and not Path(out['data_root']).expanduser().is_dir():
             errs.append(f"data_root: {out['data_root']!r} is not an existing folder")
@@ -290,8 +300,6 @@ def _dist():
 
 def _main()->bool: return _dist().dist_info().is_main
 
-class StageUnavailable(RuntimeError):
-    "A stage needs a module of the kit that is not installed or failed to import."
 
 class RunLocked(RuntimeError):
     "Another process is running this run folder."
@@ -397,16 +405,6 @@ class RunFolder:
         # the same (JSON round-tripped) value a later reuse returns, rank 0's on every rank
         return D.broadcast_object(json.loads((d/'done.json').read_text())['result'] if main else None)
 
-# %% ../nbs/11_pipeline.ipynb #e8505806
-def need(module:str, # e.g. 'slsr_nb.cluster'
-         stage:str='', # the stage that needs it, for the message
-        ):
-    "Import a module of the kit for a stage, or raise `StageUnavailable` naming it."
-    try: return importlib.import_module(module)
-    except ImportError as e:
-        raise StageUnavailable(f"stage {stage!r} needs {module}, which could not be imported ({e}); "
-                               "install the full kit (pip install -e .) or run fewer stages (stages=...)") from e
-
 # %% ../nbs/11_pipeline.ipynb #dfcdda52
 @dataclass
 class Ctx:
@@ -485,7 +483,7 @@ def _abs(ctx, p):
 def _data(ctx:Ctx):
     "The run's data set, loaded once per process."
     if 'data' not in ctx.cache:
-        ds = need('slsr_nb.data.datasets', 'data'); p = ctx.params
+        p = ctx.params
         ctx.cache['data'] = ds.load_dataset(p['dataset'], root=p['data_root'], verbose=False, **p['protocol'])
     return ctx.cache['data']
 
@@ -502,7 +500,6 @@ def data_fingerprint(data, # a loaded `ReidData`
 
 def stage_data(ctx:Ctx, out:Path)->dict:
     "Load the data set, print its summary and record its size and protocol."
-    ds = need('slsr_nb.data.datasets', 'data')
     d = _data(ctx)
     ds.summarize(d, show=True)
     res = dict(name=d.name, n_train=len(d.train), n_query=len(d.query), n_gallery=len(d.gallery),
@@ -537,17 +534,17 @@ def _train_kw(ctx)->dict:
 
 def stage_baseline(ctx:Ctx, out:Path)->dict:
     "Fine-tune the backbone as an identity classifier with cross-entropy (Algorithm 1, step 1)."
-    sl = need('slsr_nb.slsr', 'baseline'); p = ctx.params
+    p = ctx.params
     sl.finetune(_data(ctx), out, 'baseline', weights=p['weights'], epochs=p['epochs'], **_train_kw(ctx))
     return {'model': _rel(ctx, out/'model.pt'), 'log': _rel(ctx, out/'log.jsonl')}
 
 def _model(ctx, rel):
-    return need('slsr_nb.models', 'features').load_model(_abs(ctx, rel))
+    return models.load_model(_abs(ctx, rel))
 
 # %% ../nbs/11_pipeline.ipynb #ae236dd1
 def stage_features(ctx:Ctx, out:Path)->dict:
     "Pooled last-conv features of every training image, from the baseline (Algorithm 1, step 2)."
-    ds, fe = need('slsr_nb.data.datasets', 'features'), need('slsr_nb.features', 'features'); p = ctx.params
+    p = ctx.params
     model = _model(ctx, ctx.result('baseline')['model'])
     loader = ds.build_loader(_data(ctx).train, ds.build_transforms(p['height'], p['width'], train=False),
                              batch_size=max(p['batch_size'], 64), train=False, num_workers=_workers(p))
@@ -556,7 +553,7 @@ def stage_features(ctx:Ctx, out:Path)->dict:
     return {'train': _rel(ctx, out/'train'), 'n': int(len(f['feats'])), 'dim': int(f['feats'].shape[1])}
 
 def _feats(ctx):
-    return need('slsr_nb.features', 'features').load_features(_abs(ctx, ctx.result('features')['train']))
+    return fe.load_features(_abs(ctx, ctx.result('features')['train']))
 
 # %% ../nbs/11_pipeline.ipynb #7fd99b1c
 def _sha256(path:Path)->str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -564,7 +561,7 @@ def _sha256(path:Path)->str: return hashlib.sha256(Path(path).read_bytes()).hexd
 def stage_clusters(ctx:Ctx, out:Path)->dict:
     "k-means on the features, k chosen by the silhouette unless fixed; UMAP and montage figures (step 3)."
     import numpy as np, matplotlib.pyplot as plt
-    cl = need('slsr_nb.cluster', 'clusters'); p = ctx.params
+    p = ctx.params
     f = _feats(ctx)
     ks = [p['k']] if p['k'] else list(range(p['k_min'], p['k_max'] + 1))
     res, stats = cl.cluster_features(f, out, ks=ks, k=p['k'], seed=p['seed'], overwrite=True, verbose=True)
@@ -586,7 +583,6 @@ def stage_clusters(ctx:Ctx, out:Path)->dict:
 def load_run_clusters(ctx:Ctx, res:dict|None=None)->dict:
     "The clusters stage's assignments, refused unless they are what the stage recorded (no edits, no empty cluster, training images only)."
     import numpy as np
-    cl = need('slsr_nb.cluster', 'clusters')
     res = ctx.result('clusters') if res is None else res
     folder = _abs(ctx, res['dir']); f = folder/'assignments.csv'
     a = cl.load_clusters(folder)
@@ -618,7 +614,7 @@ def _gan_options(p)->dict:
 
 def stage_gans(ctx:Ctx, out:Path)->dict:
     "One DCGAN per cluster, trained only on that cluster's images (Algorithm 1, step 4)."
-    gan = need('slsr_nb.gan', 'gans'); p = ctx.params
+    p = ctx.params
     a = load_run_clusters(ctx)
     h, w = _gan_hw(p)
     gan.train_cluster_gans(list(a['paths']), a['labels'], out, height=h, width=w, seed=p['seed'], resume=True,
@@ -631,7 +627,7 @@ def stage_gans(ctx:Ctx, out:Path)->dict:
 
 def stage_generate(ctx:Ctx, out:Path)->dict:
     "Generate N images split across the clusters by size, resized to the training size, with a manifest."
-    gan = need('slsr_nb.gan', 'generate'); p = ctx.params
+    p = ctx.params
     man = gan.generate(_abs(ctx, ctx.result('gans')['dir']), p['n_generated'], out, resize_to=(p['height'], p['width']),
                        seed=p['seed'], overwrite=True, device=p['device'])  # an unfinished stage is redone whole
     if not _main(): return {}  # rank 0's result is the stage's
@@ -646,8 +642,8 @@ def stage_generate(ctx:Ctx, out:Path)->dict:
 def _gan_quality(ctx, man, a, out)->dict:
     "Per-cluster GAN quality (consistency, KID own/other, precision/recall) in the baseline's own feature space."
     import torch
-    gan, p = need('slsr_nb.gan', 'generate'), ctx.params
-    m = _model(ctx, ctx.result('baseline')['model']).to(need('slsr_nb.core', 'generate').get_device(p['device'])).eval()
+    p = ctx.params
+    m = _model(ctx, ctx.result('baseline')['model']).to(get_device(p['device'])).eval()
     with torch.inference_mode():
         return gan.gan_quality(lambda x: m.features(x, 'pool'), man, list(a['paths']), a['labels'], height=p['height'],
                                width=p['width'], max_per_cluster=p['gan_quality_n'], seed=p['seed'], device=p['device'],
@@ -662,7 +658,6 @@ def _method(kind, noise):
 
 def generated_for_training(ctx:Ctx, S:list)->list:
     "The generate stage's images as training records, refused unless every one is a generated file inside the run folder."
-    sl = need('slsr_nb.slsr', 'finetune')
     man = _abs(ctx, ctx.result('generate')['manifest'])
     gen = sl.generated_records(man, S)
     d = _data(ctx)
@@ -680,7 +675,7 @@ def generated_for_training(ctx:Ctx, S:list)->list:
 
 def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
     "Fine-tune the baseline on real + generated images with one label-smoothing kind (Algorithm 1, steps 5-6)."
-    sl = need('slsr_nb.slsr', 'finetune'); p = ctx.params
+    p = ctx.params
     base, method = _base_kind(kind), _method(kind, p['noise_layer'])
     S = ctx.result('clusters')['identity_sets'] if base in GEN_KINDS else None
     gen = generated_for_training(ctx, S) if base in GEN_KINDS else []
@@ -690,64 +685,20 @@ def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
     return {'model': _rel(ctx, out/'model.pt'), 'method': method, 'n_generated': len(gen)}
 
 # %% ../nbs/11_pipeline.ipynb #4c7717b5
-RANKS = (1, 5, 10, 20)
-
-def _summary(r:dict)->dict:
-    "rank-1/5/10/20, mAP and mINP in percent from an `evaluate` result."
-    cmc = list(map(float, r['cmc']))
-    out = {f'rank{k}': round(100 * cmc[k - 1], 2) for k in RANKS if k <= len(cmc)}
-    out['mAP'] = round(100 * float(r['mAP']), 2)
-    if r.get('mINP') is not None: out['mINP'] = round(100 * float(r['mINP']), 2)
-    return out
-
-def _eval_protocol(d)->dict:
-    "`evaluate` keyword arguments for the data set's protocol."
-    proto = str(d.protocol.get('protocol', 'market'))
-    if proto.startswith('cuhk03'): return {'protocol': 'cuhk03-new' if 'new' in proto else 'cuhk03-classic', 'dataset': d.name}
-    return {'protocol': 'market', 'dataset': d.name}
-
 def stage_evaluate(ctx:Ctx, out:Path, model_stage:str)->dict:
     "Retrieval on query/gallery with one trained model: CMC, mAP, mINP and a ranked-results grid (Algorithm 1, step 7)."
-    import matplotlib.pyplot as plt
-    ds, fe = need('slsr_nb.data.datasets', 'evaluate'), need('slsr_nb.features', 'evaluate')
-    met, viz = need('slsr_nb.eval.metrics', 'evaluate'), need('slsr_nb.viz', 'evaluate'); p = ctx.params
-    d = _data(ctx); model = _model(ctx, ctx.results[model_stage]['model'])
-    tf = ds.build_transforms(p['height'], p['width'], train=False)
-    feats = {}
-    for split, recs in (('query', d.query), ('gallery', d.gallery)):
-        loader = ds.build_loader(recs, tf, batch_size=max(p['batch_size'], 64), train=False, num_workers=_workers(p))
-        feats[split] = fe.extract_features(model, loader, device=p['device'], amp=p['amp'])
-    if not _main(): return {}  # features were extracted on every rank; rank 0 scores and draws
-    q, g = feats['query'], feats['gallery']
-    kw = dict(metric=p['metric'], **_eval_protocol(d))
-    res = {}
-    for variant in ('plain', 'rerank') if p['rerank'] else ('plain',):
-        r = met.evaluate(q['feats'], g['feats'], q['pids'], g['pids'], q['camids'], g['camids'], rerank=variant == 'rerank', **kw)
-        res[variant] = {**_summary(r), 'cmc': [float(x) for x in r['cmc']], 'protocol': r.get('protocol')}
-    distmat = met.compute_distance_matrix(q['feats'], g['feats'], metric=p['metric'])
-    viz.visualize_ranked_results(distmat, d.query, d.gallery, topk=10, n=min(6, len(d.query)), save=out/'ranked.png', show=False)
-    plt.close('all')
+    p, d = ctx.params, _data(ctx)
+    r = evaluate_model(_model(ctx, ctx.results[model_stage]['model']), d, p['height'], p['width'], p['metric'], p['rerank'],
+                       batch_size=max(p['batch_size'], 64), num_workers=_workers(p), device=p['device'], amp=p['amp'])
+    if not r: return {}  # features were extracted on every rank; rank 0 scores and draws
+    res = {v: {**result_row(r[v]), 'cmc': [float(x) for x in r[v]['cmc']], 'protocol': r[v].get('protocol')}
+           for v in ('plain', 'rerank') if v in r}
+    distmat = compute_distance_matrix(r['query']['feats'], r['gallery']['feats'], metric=p['metric'])
+    visualize_ranked_results(distmat, d.query, d.gallery, topk=10, n=min(6, len(d.query)), save=out/'ranked.png', show=False)
     atomic_write_json(res, out/'metrics.json')
     return {**res, 'figures': [_rel(ctx, out/'ranked.png')]}
 
 # %% ../nbs/11_pipeline.ipynb #fa6df3a5
-def plot_cmc_curves(curves:dict, # name -> CMC (fractions, rank 1 first)
-                    save:str|Path, # PNG file (written atomically)
-                    title:str='CMC', # figure title
-                    max_rank:int=20, # ranks drawn
-                   )->Path:
-    "CMC curves of several models in one figure, saved as a PNG (and shown inline in a notebook)."
-    import numpy as np, matplotlib.pyplot as plt
-    from slsr_nb.core import atomic_path
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for k, c in curves.items():
-        c = 100 * np.asarray(c[:max_rank], dtype=float)
-        ax.plot(range(1, len(c) + 1), c, marker='.', label=f'{k} (rank-1 {c[0]:.1f}%)')
-    ax.set_xlabel('rank'); ax.set_ylabel('matching rate (%)'); ax.grid(alpha=.3); ax.legend(fontsize=7); ax.set_title(title)
-    with atomic_path(save) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
-    plt.close(fig)
-    return Path(save)
-
 def _mean_std(values:list)->dict:
     "Mean, sample standard deviation (None for one value) and the values, rounded as the table shows them."
     import numpy as np
@@ -801,7 +752,7 @@ def stage_report(ctx:Ctx, out:Path, plan:dict|None=None)->dict:
         members = [m for m, (grp, _) in plan['groups'].items() if grp == g.partition('+rerank')[0]]
         cs = [cmcs[m + ('+rerank' if g.endswith('+rerank') else '')] for m in members]
         curves[g] = np.mean([np.asarray(c, dtype=float) for c in cs], 0).tolist()
-    plot_cmc_curves(curves, out/'cmc.png', title=f"CMC: {ctx.params['dataset']}, {ctx.params['backbone']}")
+    plot_cmc(curves, save=out/'cmc.png', title=f"CMC: {ctx.params['dataset']}, {ctx.params['backbone']}", show=False)
     atomic_write_json(cmcs, out/'cmc.json')
     ranked = [f for n, r in ctx.results.items() if n.startswith('evaluate-') for f in r.get('figures', [])]
     k_main = ctx.results['clusters']['k'] if 'clusters' in ctx.results else None
@@ -816,7 +767,7 @@ def stage_cross_domain(ctx:Ctx, out:Path)->dict:
     "Every model of the run evaluated on the query/gallery of each `eval_on` data set (trained here, tested there)."
     models = {('baseline' if s == 'baseline' else s.removeprefix('finetune-')): _abs(ctx, r['model'])
               for s, r in ctx.results.items() if s == 'baseline' or s.startswith('finetune-')}
-    return need('slsr_nb.interop', 'cross-domain').cross_domain_results(models, ctx.params['eval_on'], ctx.params)
+    return interop.cross_domain_results(models, ctx.params['eval_on'], ctx.params)
 
 TRAIN_READS = ('backbone', 'height', 'width', 'batch_size', 'lr_backbone', 'lr_head', 'step_size', 'random_erase', 'seed', 'amp')
 
@@ -960,8 +911,6 @@ def run_pipeline(
                 'results': results}
 
 # %% ../nbs/11_pipeline.ipynb #43dc7d3f
-PROGRESS_ENV = 'SLSR_PROGRESS_FILE' # set by `slsr run`: the file it echoes on its console while the notebook runs
-
 def console_progress()->Callable:
     "In a notebook run by `slsr run`: send the kit's tqdm bars and the stage lines to the file the command echoes; returns the log function."
     path = os.environ.get(PROGRESS_ENV)
@@ -981,45 +930,6 @@ def console_progress()->Callable:
     def log(*msg):
         print(*msg); print(*msg, file=fh, flush=True)
     return log
-
-# %% ../nbs/11_pipeline.ipynb #d670e1fd
-METRIC_COLUMNS = ('rank1', 'rank5', 'rank10', 'rank20', 'mAP', 'mINP')
-
-def _text_table(rows:dict, # row name -> {column: cell text}
-                cols:list, first:str='model')->list:
-    "Lines of a plain-text table, columns right-aligned to their widest cell."
-    w = max([len(first)] + [len(n) for n in rows])
-    cw = {c: max([len(c)] + [len(r.get(c, '-')) for r in rows.values()]) for c in cols}
-    head = f"{first:<{w}}  " + '  '.join(f'{c:>{cw[c]}}' for c in cols)
-    return [head, '-' * len(head)] + [f'{n:<{w}}  ' + '  '.join(f"{r.get(c, '-'):>{cw[c]}}" for c in cols) for n, r in rows.items()]
-
-def _pm(v:dict)->str: return f"{v['mean']:.2f}" + (f" ± {v['std']:.2f}" if v.get('std') is not None else '')
-
-def summary_lines(summary:dict, # metrics.json 'summary': group -> {'n', metric: {'mean', 'std'}}
-                 )->list:       # lines of a text table, one row per method (and grid cell)
-    "Mean ± sample std over seeds of every metric, per method."
-    cols = ['seeds'] + [c for c in METRIC_COLUMNS if any(c in r for r in summary.values())]
-    rows = {g: {'seeds': str(r['n']), **{c: _pm(r[c]) for c in cols[1:] if c in r}} for g, r in summary.items()}
-    return _text_table(rows, cols, 'method')
-
-def results_table(metrics:dict, # a run's metrics.json content
-                 )->str:        # a plain-text table
-    "The results of one run as a text table (per model and seed; then mean ± std over seeds and the k x N grid), protocol named."
-    rows = metrics['results']
-    cols = [c for c in METRIC_COLUMNS if any(c in r for r in rows.values())]
-    lines = _text_table({n: {c: f'{r[c]:.2f}' for c in cols if c in r} for n, r in rows.items()}, cols)
-    summary = metrics.get('summary') or {}
-    if any(r['n'] > 1 for r in summary.values()):
-        lines += ['', 'mean ± std over seeds (sample std)'] + summary_lines(summary)
-    if metrics.get('ablation'):
-        grid = {f"{r['smoothing']} k={r['k']} N={r['n_generated']}": {c: _pm(r[c]) for c in ('rank1', 'mAP') if c in r}
-                for r in metrics['ablation']}
-        lines += ['', 'k x N grid (mean ± std over seeds)'] + _text_table(grid, ['rank1', 'mAP'], 'cell')
-    proto = metrics.get('protocol') or {}
-    lines.append(f"dataset: {metrics.get('dataset', '?')}   protocol: {proto.get('protocol', proto) or '?'}")
-    for name, target in (metrics.get('cross_domain') or {}).items():  # the same models tested on other data sets
-        lines += ['', f"cross-domain: trained on {metrics.get('dataset', '?')}, tested on {name}", results_table(target)]
-    return '\n'.join(lines)
 
 # %% ../nbs/11_pipeline.ipynb #5144ffdc
 def _read_run(rd:Path)->dict:
@@ -1071,6 +981,6 @@ def compare_runs(runs:list, # run folders (each with a metrics.json)
         for model, res in m['results'].items():
             metrics[f'{r.name}/{model}'] = res
             if model in cmc: curves[f'{r.name}/{model}'] = cmc[model]
-    if save is not None and curves: plot_cmc_curves(curves, save, title='CMC across runs')
+    if save is not None and curves: plot_cmc(curves, save=save, title='CMC across runs', show=False)
     return results_table({'dataset': ', '.join(sorted({json.loads((Path(r)/'metrics.json').read_text())['dataset'] for r in runs})),
                           'results': metrics})

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from PIL import Image
 import argparse
 from .precision import cpu_flags, cpu_model
+from .viz import results_table
 
 # %% ../nbs/results.ipynb #012f3fc5
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'amx_int8')  # the CPU flags a machine.json keeps
@@ -131,8 +132,6 @@ def load_entry(name:str|Path, # an entry name in the store, or an entry folder
     return {'name': d.name, 'dir': d, 'metrics': rd('metrics.json'), 'timings': rd('timings.json', {}),
             'machine': rd('machine.json', {}), 'run': rd('run.json', {}), 'params': params or {}}
 
-_COLS = (('rank1', 'rank-1'), ('rank5', 'rank-5'), ('rank10', 'rank-10'), ('mAP', 'mAP'), ('mINP', 'mINP'))
-
 def _secs(s:float)->str: return f'{s:.0f} s' if s < 90 else f'{int(s // 60)} min {s % 60:.0f} s'
 
 def results_md(name:str|Path, # an entry of the store (name or folder)
@@ -140,16 +139,9 @@ def results_md(name:str|Path, # an entry of the store (name or folder)
               )->str:          # Markdown: the table, then stage times, command and machine
     "A stored run's results as a Markdown table, with the command and the machine that produced them."
     e = load_entry(name, store)
-    res = e['metrics']['results']
-    cols = [(k, t) for k, t in _COLS if any(k in r for r in res.values())]
-    rows = ['| model | ' + ' | '.join(t for _, t in cols) + ' |', '|---' * (len(cols) + 1) + '|']
-    rows += [f'| {m} | ' + ' | '.join(f'{r[k]:.2f}' if k in r else '–' for k, _ in cols) + ' |' for m, r in res.items()]
-    for target, cd in (e['metrics'].get('cross_domain') or {}).items():  # trained here, tested on another data set
-        rows += [f'| {m} → {target} | ' + ' | '.join(f'{r[k]:.2f}' if k in r else '–' for k, _ in cols) + ' |'
-                 for m, r in cd['results'].items()]
     t, run = e['timings'], e['run']
     proto = (e['metrics'].get('protocol') or {}).get('protocol', '?')
-    lines = ['\n'.join(rows), '',
+    lines = [results_table(e['metrics'], markdown=True, footer=False), '',  # the data set and protocol are named below
              f"- **data**: {e['metrics'].get('dataset', '?')} data set, {proto} protocol, seed {e['params'].get('seed', '?')}"]
     if t.get('stages'):
         lines.append('- **time**: ' + (f"{_secs(t['total'])} wall; " if t.get('total') else '') +

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['merge_batches', 'cross_entropy_loss', 'read_log', 'plot_log', 'load_checkpoint', 'train_model', 'val_split',
-           'make_val_fn', 'run_baseline']
+           'make_val_fn']
 
 # %% ../nbs/08_train.ipynb #4e28d345
 import json, math, random, time, warnings
@@ -16,11 +16,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import get_device, autocast, amp_dtype, seed_everything, atomic_write_json, atomic_path, atomic_save, atomic_write_text, safe_load, fresh_dir
+from .core import say, get_device, autocast, amp_dtype, seed_everything, atomic_write_json, atomic_path, atomic_save, atomic_write_text, safe_load, fresh_dir
 from .models import param_groups, save_model, build_model
 from .data.datasets import load_dataset, build_transforms, build_loader
-from .features import extract_features, save_features
-from .eval.metrics import evaluate
+from .eval.retrieval import evaluate_loaders
 from .precision import choose_precision, probe_batch, train_probe, Precision
 from .distributed import dist_info, is_distributed, barrier, all_reduce_sum, any_rank, all_gather_objects
 
@@ -183,7 +182,7 @@ def _sync(acc, n_img, desc, first, last, bar):
     "Read the accumulators back (the one host sync), stop on a non-finite loss, update the bar."
     loss_sum, n_lab, n_hit = acc.tolist()
     _check_finite(loss_sum, desc, first, last)
-    bar.set_postfix(loss=f'{loss_sum / max(n_img, 1):.3f}', acc=f'{n_hit / max(n_lab, 1):.3f}')
+    bar.set_postfix(loss=f'{loss_sum / max(n_img, 1):.3f}', acc=f'{n_hit / max(n_lab, 1):.3f}', refresh=False)  # the bar redraws at its own pace
 
 # %% ../nbs/08_train.ipynb #0aa6e9e7
 def _optimizer(model, loss_fn, lr_backbone, lr_head, momentum, nesterov, weight_decay, step_size, gamma):
@@ -222,7 +221,7 @@ def _resume(ck, model, opt, sched, loss_fn, loaders, info, out, progress, epochs
     _set_rng_state(ranks[info.rank] if len(ranks) == info.world_size else st['rng'], loaders)
     log = [r for r in read_log(out) if r['epoch'] <= st['epoch']]  # drop records of an epoch whose checkpoint never landed
     if info.is_main: atomic_write_text(''.join(json.dumps(r) + '\n' for r in log), out/'log.jsonl')
-    if progress: print(f"Resuming {out} after epoch {st['epoch']}/{epochs}.")
+    if progress: say(f"Resuming {out} after epoch {st['epoch']}/{epochs}.")
     return st['epoch'], log, (st.get('hparams') or {}).get('precision')
 
 def _save_epoch(ck, out, model, opt, sched, loss_fn, epoch, rng, ddp, hparams, rec):
@@ -284,7 +283,7 @@ def train_model(
     if resume and ck.exists(): start, log, prior = _resume(ck, model, opt, sched, loss_fn, loaders, info, out, progress, epochs)
     else: seed_everything(seed + info.rank)  # each rank its own augmentation stream
     prec = _stage_precision(amp, model, loader, dev, channels_last, out, info, prior)
-    if progress: print(prec.describe('training'))
+    if progress: say(prec.describe('training'))
     scaler = torch.amp.GradScaler(dev.type, enabled=prec.amp and prec.dtype == 'float16')
     hparams = dict(epochs=epochs, lr_backbone=lr_backbone, lr_head=lr_head, momentum=momentum, nesterov=nesterov,
                    weight_decay=weight_decay, step_size=step_size, gamma=gamma, seed=seed, amp=prec.amp,
@@ -305,7 +304,7 @@ def train_model(
         rng = all_gather_objects(_rng_state(loaders))  # every rank's random streams, for an exact resume
         if info.is_main: _save_epoch(ck, out, model, opt, sched, loss_fn, epoch + 1, rng, ddp, hparams, rec)
         barrier()  # no rank runs ahead of a checkpoint it might have to resume from
-        if progress: print(_fmt_rec(rec))
+        if progress: say(_fmt_rec(rec))
         if _out_of_time(rec, deadline, te, epoch, max_minutes, progress): break
     _finish(model, out, log, info)
     return log
@@ -353,81 +352,8 @@ def make_val_fn(query_loader, # loader of the validation (or test) queries
                 metric:str='euclidean', # distance for the evaluator
                 **kwargs, # passed to `slsr_nb.features.extract_features` (amp, flip, normalize, device, ...)
                ):
-    "A `val_fn(model) -> {'rank1', 'rank5', 'mAP'}` for `train_model`, using the kit's extractor and evaluator."
+    "A `val_fn(model) -> {'rank1', 'rank5', 'mAP'}` for `train_model`, scored by the kit's one `evaluate_loaders`."
     def val_fn(model):
-        kw = dict(progress=False, **kwargs)
-        q, g = extract_features(model, query_loader, **kw), extract_features(model, gallery_loader, **kw)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            res = evaluate(q['feats'], g['feats'], q['pids'], g['pids'], q['camids'], g['camids'], metric=metric)
+        res = evaluate_loaders(model, query_loader, gallery_loader, metric, **{'progress': False, **kwargs})['plain']
         return dict(rank1=res['cmc'][0], rank5=res['cmc'][min(4, len(res['cmc']) - 1)], mAP=res['mAP'])
     return val_fn
-
-# %% ../nbs/08_train.ipynb #ace79bc8
-def run_baseline(
-    dataset:str='market1501', # a registered data set (see `slsr_nb.data.datasets.list_datasets`)
-    out_dir:str|Path='runs/baseline', # run folder
-    root:str|Path|None=None, # data root; None: the kit's defaults
-    arch:str='resnet50', # backbone
-    weights:str|Path|None='imagenet', # backbone weights (see `slsr_nb.models.build_model`)
-    height:int=256, width:int=128, # input size
-    batch_size:int=32, # images per batch
-    epochs:int=130, # epochs
-    lr_backbone:float|None=None, # None: 0.01 with pretrained weights, lr_head from scratch
-    lr_head:float=0.05, # head learning rate
-    step_size:int=40, # epochs per x0.1 decay
-    random_erase:float=0.8, # random-erasing probability
-    num_workers:int=2, # DataLoader workers
-    amp:bool|None=None, # bf16 autocast (None: CUDA only)
-    max_minutes:float|None=None, # wall-clock training budget (see `train_model`)
-    splits:tuple=('query', 'gallery', 'train'), # whose features are extracted and saved ('query' and 'gallery' are needed for the scores)
-    val_every:int=0, # >0: hold out one image per identity (`val_split`) and log its rank-1/mAP every this many epochs
-    seed:int=0, # seed
-    resume:bool=True, # continue a killed run in out_dir
-    metric:str='euclidean', # evaluation distance
-    progress:bool=True, # progress bars and per-epoch lines
-    **train_kw, # more `train_model` arguments
-)->dict: # metrics (rank1/5/10/20, mAP, mINP, epochs, minutes)
-    "Train the baseline on `dataset`, evaluate it, and save model, metrics and features in `out_dir`."
-    out = Path(out_dir)
-    data = load_dataset(dataset, root=root, verbose=progress)
-    train_recs, val_fn = data.train, None
-    if val_every:
-        train_recs, vq, vg = val_split(data.train, seed=seed)
-        tf = build_transforms(height, width, train=False)
-        val_fn = make_val_fn(*(build_loader(r, tf, batch_size=batch_size, train=False, num_workers=num_workers) for r in (vq, vg)),
-                             metric=metric, amp=amp, device=train_kw.get('device'))
-    tl = build_loader(train_recs, build_transforms(height, width, train=True, random_erase=random_erase),
-                      batch_size=batch_size, train=True, num_workers=num_workers, seed=seed)
-    mk = lambda recs: build_loader(recs, build_transforms(height, width, train=False), batch_size=batch_size,
-                                   train=False, num_workers=num_workers)
-    torch.manual_seed(seed)
-    model = build_model(arch, data.n_train_pids, weights=weights)
-    if lr_backbone is None: lr_backbone = 0.01 if weights else lr_head
-    t0 = time.time()
-    log = train_model(model, tl, out, epochs=epochs, lr_backbone=lr_backbone, lr_head=lr_head, step_size=step_size,
-                      amp=amp, max_minutes=max_minutes, seed=seed, resume=resume, progress=progress, val_fn=val_fn,
-                      val_every=max(val_every, 1), **train_kw)
-    train_min = sum(r['time_s'] for r in log) / 60
-    n_seen = sum(r['images'] for r in log)
-    t1 = time.time()
-    kw = dict(amp=amp, progress=progress, device=train_kw.get('device'))
-    feats = {split: extract_features(model, mk(getattr(data, split)), **kw) for split in dict.fromkeys(('query', 'gallery', *splits))}
-    for split, f in feats.items():
-        save_features(f, out/'features'/split, meta=dict(dataset=dataset, split=split, arch=arch, height=height,
-                                                         width=width, checkpoint=str(out/'model.pt'), epochs=len(log)))
-    res = evaluate(feats['query']['feats'], feats['gallery']['feats'], feats['query']['pids'], feats['gallery']['pids'],
-                   feats['query']['camids'], feats['gallery']['camids'], metric=metric, dataset=dataset)
-    cmc = res['cmc']
-    metrics = dict(dataset=dataset, protocol=res.get('protocol'), arch=arch, weights=str(weights), height=height,
-                   width=width, epochs=len(log), epochs_seen=round(n_seen / len(train_recs), 3), images_seen=n_seen,
-                   train_minutes=round(train_min, 2),
-                   extract_eval_minutes=round((time.time() - t1) / 60, 2),
-                   **{f'rank{r}': float(cmc[r - 1]) for r in (1, 5, 10, 20) if r <= len(cmc)},
-                   mAP=float(res['mAP']), mINP=float(res.get('mINP', float('nan'))), metric=metric,
-                   n_query=len(feats['query']['pids']), n_gallery=len(feats['gallery']['pids']),
-                   final_loss=log[-1]['loss'] if log else None,
-                   final_acc=log[-1]['acc'] if log else None)
-    atomic_write_json(metrics, out/'metrics.json')
-    if progress: print(json.dumps({k: metrics[k] for k in ('epochs_seen', 'train_minutes', 'rank1', 'mAP')}))
-    return metrics

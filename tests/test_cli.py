@@ -108,8 +108,8 @@ def papermill_run(tmp_path_factory):
     params = d/'tiny.yaml'
     params.write_text(yaml.safe_dump(TINY))
     t = time.time()
-    c, out, err = slsr('run', 'slsr_pipeline', '-f', params, '--data-root', d, '-p', 'epochs', '1',
-                       '--run-dir', d/'runs'/'tiny', cwd=d)
+    c, out, err = slsr('run', 'slsr_pipeline', '-f', params, '--data-root', '.', '-p', 'epochs', '1',
+                       '--run-dir', d/'runs'/'tiny', cwd=d)   # a data root relative to the caller's folder, not the run's
     return dict(dir=d, run=d/'runs'/'tiny', code=c, out=out, err=err, seconds=time.time() - t, params=params)
 
 
@@ -136,6 +136,8 @@ def test_papermill_run_shows_stages_and_progress_on_the_console(papermill_run):
         assert start < end, st
     bars = [l for l in lines if 'epoch 1/1' in l and '|' in l and ('it/s' in l or 's/it' in l)]
     assert bars, err[-2000:]
+    assert any(l.startswith('[precision] training: ') for l in lines), err[-2000:]   # what each stage picked, and why
+    assert any(l.startswith('epoch=1 loss=') and 'img_per_s=' in l for l in lines), err[-2000:]
     assert not (papermill_run['run']/'.progress.log').exists()
     nb = (papermill_run['run']/'slsr_pipeline.ipynb').read_text()
     assert '[baseline] done: ran in' in nb and 'epoch 1/1' not in nb   # the stage lines in the log, the bars on the console
