@@ -11,11 +11,14 @@ __all__ = ['EXIT_OK', 'EXIT_FAIL', 'EXIT_USAGE', 'EXIT_DATA', 'EXIT_BUSY', 'EXIT
 import sys, os, json, time, argparse, threading, contextlib
 from pathlib import Path
 import yaml
-from .core import project_root
+import slsr_nb
+from .core import PROGRESS_ENV, project_root
 from . import interop
-from .pipeline import (ParamError, RunLocked, PARAMS, CLAIM_ENV, PROGRESS_ENV, RunFolder,
-                              validate_params, plain_params, read_yaml_params, claim_params, load_params,
-                              run_pipeline, list_runs, compare_runs)
+from .distributed import dist_info, init_distributed
+from .params import ParamError, PARAMS, validate_params, plain_params, read_yaml_params, load_params
+from .runs import RunLocked, CLAIM_ENV, RunFolder, claim_params
+from .pipeline import run_pipeline
+from .reports import list_runs, compare_runs
 from .viz import results_table
 
 # %% ../nbs/12_cli.ipynb #c07e725a
@@ -27,7 +30,6 @@ class UsageError(ValueError):
 def experiments_dir()->Path:
     "Where experiment notebooks and their parameter files live: `$SLSR_EXPERIMENTS`, else the project's `nbs/experiments`."
     if os.environ.get('SLSR_EXPERIMENTS'): return Path(os.environ['SLSR_EXPERIMENTS'])
-    import slsr_nb
     for root in (project_root(), Path(slsr_nb.__file__).resolve().parents[1]):  # the current project, else the kit's checkout
         if (root/'nbs'/'experiments').is_dir(): return root/'nbs'/'experiments'
     return project_root()/'nbs'/'experiments'
@@ -164,7 +166,6 @@ def _cmd_run(a, demo=False):
     params = plain_params(params)  # bytes, dates, sets (YAML tags) are refused before anything runs
     run_dir = Path(a.run_dir or params.get('run_dir') or Path('runs')/('demo' if demo else Path(a.notebook).stem)).resolve()
     t0 = time.time()
-    from slsr_nb.distributed import dist_info, init_distributed
     di = dist_info()
     if di.distributed:  # launched by torchrun with several processes: every rank runs the pipeline here
         if not a.in_process and di.is_main: print('torchrun: running the pipeline in-process on every rank (papermill '

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import get_device, atomic_path, atomic_write_json, atomic_write_text, keep_torch_threads
+from .core import get_device, atomic_path, atomic_write_json, atomic_write_text, keep_torch_threads, safe_load
+from .features import load_features
 
 # %% ../nbs/05_cluster.ipynb #e1feff01
 def check_features(feats, # (n_images, dim) array or tensor
@@ -330,15 +331,11 @@ def read_feature_set(src, # dict with feats/pids/camids/paths; a `slsr_nb.featur
     "Training features and their identities, cameras and paths, from a dict, a features folder or a file."
     if isinstance(src, (str, Path)):
         p = Path(src)
-        if p.is_dir():
-            from slsr_nb.features import load_features
-            src = load_features(p)
+        if p.is_dir(): src = load_features(p)
         elif not p.is_file(): raise FileNotFoundError(f'No features folder or file at {p}.')
         elif p.suffix == '.npz':
             with np.load(p, allow_pickle=False) as z: src = {k: z[k] for k in z.files}
-        else:
-            from slsr_nb.core import safe_load
-            src = safe_load(p)
+        else: src = safe_load(p)
     missing = [k for k in ('feats', 'pids', 'camids', 'paths') if k not in src]
     if missing: raise KeyError(f'features are missing {missing}; expected feats, pids, camids, paths.')
     f = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in src.items()
@@ -477,6 +474,6 @@ _all_ = ['ClusterExplorer']
 def __getattr__(name):
     "`ClusterExplorer` is `slsr_nb.explorer.ClusterExplorer`, imported on first use (it imports this module)."
     if name == 'ClusterExplorer':
-        from slsr_nb.explorer import ClusterExplorer
+        from slsr_nb.explorer import ClusterExplorer  # not at the top: slsr_nb.explorer imports this module (a cycle)
         return ClusterExplorer
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

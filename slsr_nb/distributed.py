@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
-from .core import get_device
+from .core import get_device, atomic_write_text
 
 # %% ../nbs/13_distributed.ipynb #914d591b
 @dataclass
@@ -195,7 +195,6 @@ def merge_manifests(paths, # per-rank manifest CSV files (header row first)
                    )->Path:
     "Join per-rank manifests into one CSV ordered by `key`, then file; every listed file must exist."
     import csv, io
-    from slsr_nb.core import atomic_write_text
     rows, header = [], None
     for p in map(Path, paths):
         if not p.is_file(): raise FileNotFoundError(f'Manifest {p} is missing: did every rank finish?')

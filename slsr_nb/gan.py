@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from .core import (say, get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
 from .precision import choose_precision, train_probe, Precision
-from .data.datasets import decoded_images
+from .data.datasets import decoded_images, read_image
+from .distributed import is_distributed, dist_info, assign_clusters, all_gather_objects, barrier, merge_manifests
 
 # %% ../nbs/06_gan.ipynb #29a74fea
 def check_size(
@@ -225,15 +226,6 @@ def ema_update_(
     return G_ema
 
 # %% ../nbs/06_gan.ipynb #70bfd701
-def _read_rgb(path):
-    try: from slsr_nb.data.datasets import read_image
-    except ImportError: read_image = None
-    if read_image is not None: return read_image(path)
-    if not Path(path).is_file(): raise FileNotFoundError(f'No such image file: {path}')
-    try:
-        with Image.open(path) as im: return im.convert('RGB')
-    except Exception as e: raise ValueError(f'Cannot read image {path}: {e}') from e
-
 def load_images(
     paths:list,       # image files
     height:int=128,   # size to resize to
@@ -420,6 +412,17 @@ def _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)->Pre
     atomic_write_json(prec.to_dict(), f)
     return prec
 
+def _open_run(out_dir, resume, overwrite, cfg, dev, channels_last, amp, images, progress, name)->tuple:
+    "The run folder (checked), G and D built and resumed from its `last.pt`, the precision: (out, state, history, first epoch, precision)."
+    out = fresh_dir(out_dir, resume=resume, overwrite=overwrite)
+    (out/'samples').mkdir(exist_ok=True)
+    st = _build_state(cfg, dev, channels_last)
+    resuming = resume and (out/'last.pt').exists()
+    history, start = _resume(out/'last.pt', st, cfg) if resume else ([], 0)
+    prec = _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)
+    if progress: say(prec.describe(name))
+    return out, st, history, start, prec
+
 # %% ../nbs/06_gan.ipynb #c2849de3
 def train_gan(
     images,                  # uint8 tensor (N, 3, height, width) of real images, or a list of image paths
@@ -452,21 +455,14 @@ def train_gan(
     images = _check_images(images, height, width, name, progress)
     n = len(images); bs = _batch_size(n, batch_size, name)
     cfg = _config(height, width, nz, ngf, ndf, n, bs, lr, beta1, beta2, seed, spectral_norm, loss, augment, ema, lr_d)
-    out = fresh_dir(out_dir, resume=resume, overwrite=overwrite)
-    (out/'samples').mkdir(exist_ok=True)
-    st = _build_state(cfg, dev, channels_last)
-    resuming = resume and (out/'last.pt').exists()
-    history, start = _resume(out/'last.pt', st, cfg) if resume else ([], 0)
-    prec = _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)
-    amp = prec.amp
-    if progress: say(prec.describe(name))
+    out, st, history, start, prec = _open_run(out_dir, resume, overwrite, cfg, dev, channels_last, amp, images, progress, name)
     fixed = sample_noise(n_samples, nz, _epoch_rng(seed, -1)).to(dev)
     mf = torch.channels_last if channels_last else torch.contiguous_format
     bar = tqdm(total=epochs * (n // bs), initial=min(start, epochs) * (n // bs), desc=name, disable=not progress)
     t_call, budget_hit = time.perf_counter(), False
     try:
         for epoch in range(start, epochs):
-            ld, lg, secs = _train_epoch(st, images, cfg, epoch, dev, amp, mf, bar)
+            ld, lg, secs = _train_epoch(st, images, cfg, epoch, dev, prec.amp, mf, bar)
             _check_finite(ld, lg, name, epoch, out/'last.pt')
             _end_epoch(st, cfg, out, epoch, fixed, (ld, lg, secs), history, show)
             bar.set_postfix(loss_d=f'{history[-1]["loss_d"]:.3f}', loss_g=f'{history[-1]["loss_g"]:.3f}')
@@ -564,7 +560,6 @@ def train_cluster_gans(
     jobs = [(c, [str(p) for p, l in zip(paths, labels) if l == c], str(out/f'cluster_{c}'),
              {**kw, 'seed': seed + c, **({'progress': False} if workers > 1 else {})}, threads) for c in clusters]
     t0 = time.perf_counter()
-    from slsr_nb.distributed import is_distributed, dist_info, assign_clusters, all_gather_objects, barrier
     info_r = dist_info()
     if is_distributed():  # each rank trains the clusters dealt to it (largest first to the least-loaded rank)
         mine = set(assign_clusters([len(j[1]) for j in jobs], info_r.world_size)[info_r.rank])
@@ -634,6 +629,55 @@ def regenerate(
     dev = _device(device)
     return _draw(_load_generator(gan_dir, cluster, dev), [seed], resize_to, dev)[0]
 
+# %% ../nbs/06_gan.ipynb #f86cb540
+def _generation_counts(n, # images in total
+                       split, # None: proportional to cluster size; 'equal'; or {cluster: count} summing to n
+                       sizes:dict, # cluster -> number of real images, from gans.json
+                       gan_dir, # named in the messages
+                      )->dict: # cluster -> images to draw
+    "How many images each cluster's GAN draws: by cluster size, the same for each, or the counts given (checked)."
+    if split is None: return split_counts(n, sizes)
+    if split == 'equal': return split_counts(n, {c: 1 for c in sizes})
+    if not isinstance(split, dict): raise ValueError(f"split must be None, 'equal' or a dict cluster → count; got {split!r}.")
+    counts = {str(c): int(v) for c, v in split.items()}
+    if bad := sorted(set(counts) - set(sizes)): raise ValueError(f'split names cluster(s) {bad} with no GAN in {gan_dir}; trained: {sorted(sizes)}.')
+    if any(v < 0 for v in counts.values()) or sum(counts.values()) != n or n < 1:
+        raise ValueError(f'split counts must be non-negative and sum to N={n!r}; got {split}.')
+    return counts
+
+def _refuse_data_folder(out_dir, info:dict):
+    "Refuse an output folder inside real data: the folders the GANs trained on (gans.json) or the kit's real data root."
+    forbidden = [r for r in [*info.get('data_dirs', []), real_data_root()] if r is not None]
+    if hit := next((r for r in forbidden if _inside(out_dir, r)), None):
+        raise ValueError(f'Refusing to write generated images into {out_dir}: it lies inside the real data folder {hit}.')
+
+def _draw_into(out:Path, gan_dir, clusters:list, counts:dict, first:dict, seed, batch_size, resize_to, ext, dev, bar)->list:
+    "Draw each cluster's images (image k with seed `seed * 10_000_000 + k`) into out/images/c<cluster>/; their manifest rows."
+    rows = []
+    for c in clusters:
+        m, k = counts[c], first[c]
+        G = _load_generator(gan_dir, c, dev)
+        (out/'images'/f'c{c}').mkdir(parents=True, exist_ok=True)
+        for i in range(0, m, batch_size):
+            seeds = [seed * 10_000_000 + k + j for j in range(min(batch_size, m - i))]
+            for s, im in zip(seeds, _draw(G, seeds, resize_to, dev)):
+                f = f'images/c{c}/gen_c{c}_{s:010d}.{ext}'
+                im.save(out/f); rows.append((f, int(c), s))
+            k += len(seeds); bar.update(len(seeds))
+    return rows
+
+def _write_manifest(out:Path, rows:list, info_r, record:dict):
+    "Every rank writes its rows; rank 0 merges them into manifest.csv and writes `record` as generate.json."
+    part = out/f'manifest.rank{info_r.rank}.csv'  # one per rank, merged by rank 0 (in one process: just this one)
+    atomic_write_text('\n'.join(['file,cluster,seed'] + [f'{f},{c},{s}' for f, c, s in rows]) + '\n', part)
+    barrier()
+    if info_r.is_main:
+        parts = [out/f'manifest.rank{r}.csv' for r in range(info_r.world_size)]
+        merge_manifests(parts, out/'manifest.csv')
+        for q in parts: q.unlink()
+        atomic_write_json(record, out/'generate.json')
+    barrier()
+
 # %% ../nbs/06_gan.ipynb #38603ae6
 def generate(
     gan_dir:str|Path,     # train_cluster_gans folder (holds gans.json)
@@ -652,19 +696,8 @@ def generate(
     info_p = Path(gan_dir)/'gans.json'
     if not info_p.is_file(): raise FileNotFoundError(f'No gans.json in {gan_dir}: train the GANs with train_cluster_gans first.')
     info = json.loads(info_p.read_text())
-    sizes = {c: d['n_images'] for c, d in info['clusters'].items()}
-    if split is None: counts = split_counts(n, sizes)
-    elif split == 'equal': counts = split_counts(n, {c: 1 for c in sizes})
-    elif isinstance(split, dict):
-        counts = {str(c): int(v) for c, v in split.items()}
-        if bad := sorted(set(counts) - set(sizes)): raise ValueError(f'split names cluster(s) {bad} with no GAN in {gan_dir}; trained: {sorted(sizes)}.')
-        if any(v < 0 for v in counts.values()) or sum(counts.values()) != n or n < 1:
-            raise ValueError(f'split counts must be non-negative and sum to N={n!r}; got {split}.')
-    else: raise ValueError(f"split must be None, 'equal' or a dict cluster → count; got {split!r}.")
-    forbidden = [r for r in [*info.get('data_dirs', []), real_data_root()] if r is not None]
-    if hit := next((r for r in forbidden if _inside(out_dir, r)), None):
-        raise ValueError(f'Refusing to write generated images into {out_dir}: it lies inside the real data folder {hit}.')
-    from slsr_nb.distributed import dist_info, is_distributed, assign_clusters, barrier, merge_manifests
+    counts = _generation_counts(n, split, {c: d['n_images'] for c, d in info['clusters'].items()}, gan_dir)
+    _refuse_data_folder(out_dir, info)
     info_r = dist_info()
     if info_r.is_main: fresh_dir(out_dir, overwrite=overwrite)
     barrier(); out = Path(out_dir)
@@ -673,29 +706,10 @@ def generate(
     first = dict(zip(order, np.cumsum([0] + [counts[c] for c in order])[:-1].tolist()))  # image index of each cluster's first
     mine = (assign_clusters([counts[c] for c in order], info_r.world_size)[info_r.rank] if is_distributed()
             else range(len(order)))
-    rows = []
     bar = tqdm(total=sum(counts[order[i]] for i in mine), desc='generating', disable=not (progress and info_r.is_main))
-    for c in (order[i] for i in mine):
-        m, k = counts[c], first[c]
-        G = _load_generator(gan_dir, c, dev)
-        (out/'images'/f'c{c}').mkdir(parents=True, exist_ok=True)
-        for i in range(0, m, batch_size):
-            seeds = [seed * 10_000_000 + k + j for j in range(min(batch_size, m - i))]
-            for s, im in zip(seeds, _draw(G, seeds, resize_to, dev)):
-                f = f'images/c{c}/gen_c{c}_{s:010d}.{ext}'
-                im.save(out/f); rows.append((f, int(c), s))
-            k += len(seeds); bar.update(len(seeds))
+    rows = _draw_into(out, gan_dir, [order[i] for i in mine], counts, first, seed, batch_size, resize_to, ext, dev, bar)
     bar.close()
-    part = out/f'manifest.rank{info_r.rank}.csv'  # one per rank, merged by rank 0 (in one process: just this one)
-    atomic_write_text('\n'.join(['file,cluster,seed'] + [f'{f},{c},{s}' for f, c, s in rows]) + '\n', part)
-    barrier()
-    if info_r.is_main:
-        parts = [out/f'manifest.rank{r}.csv' for r in range(info_r.world_size)]
-        merge_manifests(parts, out/'manifest.csv')
-        for q in parts: q.unlink()
-        atomic_write_json(dict(gan_dir=str(gan_dir), n=n, counts=counts, resize_to=resize_to, seed=seed, ext=ext),
-                          out/'generate.json')
-    barrier()
+    _write_manifest(out, rows, info_r, dict(gan_dir=str(gan_dir), n=n, counts=counts, resize_to=resize_to, seed=seed, ext=ext))
     return out/'manifest.csv'
 
 def read_manifest(
@@ -719,7 +733,7 @@ _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def _image_tensor(path, height, width):
     "One image as uint8 (3, height, width), any size (the feature model's input need not suit the DCGAN)."
-    im = _read_rgb(path)
+    im = read_image(path)
     if im.size != (width, height): im = im.resize((width, height), Image.BILINEAR)
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 

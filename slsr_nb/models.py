@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import torchvision
-from .core import safe_load
+from .core import safe_load, atomic_save
 
 # %% ../nbs/03_models.ipynb #c008ffea
 def _resnet_trunk(m): return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
@@ -231,7 +231,6 @@ def save_model(model:ReidNet, # the network
                path:str|Path, # destination file
               )->Path:
     "Save weights and configuration atomically, for `load_model`."
-    from slsr_nb.core import atomic_save
     return atomic_save({'model': model.state_dict(), 'config': model.config}, path)
 
 def load_model(path:str|Path, # a file written by `save_model` or a `slsr_nb.train` checkpoint

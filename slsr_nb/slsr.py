@@ -17,7 +17,9 @@ from .core import (get_device, seed_everything, atomic_write_json, atomic_write_
 from .losses import KINDS, SmoothingLoss, identity_sets
 from .models import build_model
 from .train import train_model
-from .data.datasets import build_transforms
+from .data.datasets import build_transforms, ImageDataset, collate_batch
+from .gan import read_manifest
+from .distributed import is_distributed, ShardedSampler
 
 # %% ../nbs/08a_slsr.ipynb #a4906aeb
 def generated_records(
@@ -28,7 +30,6 @@ def generated_records(
     "Records of generated images, checked against the clusters' identity sets."
     where = 'the generated images'
     if isinstance(manifest, (str, Path)):
-        from slsr_nb.gan import read_manifest
         where, manifest = str(manifest), read_manifest(manifest, check_files=check_files)
     rows = [(str(r[0]), -1, -1, int(r[1])) for r in manifest]
     C = len(cluster_ids)
@@ -82,8 +83,6 @@ class MixedBatchSampler(torch.utils.data.Sampler):
             raise ValueError(f'A batch needs {self.n_real_batch} real images; there are {n_real}.')
         self.n_real, self.n_gen, self.batch_size, self.seed, self.epoch = n_real, n_gen, batch_size, seed, 0
     def set_epoch(self, epoch:int): self.epoch = epoch
-    @property
-    def sampler(self): return self  # so `slsr_nb.train` finds `set_epoch` via loader.batch_sampler.sampler on resume
     def __len__(self): return self.n_real // self.n_real_batch
     def __iter__(self):
         rng = np.random.default_rng(self.seed + self.epoch); self.epoch += 1
@@ -107,13 +106,11 @@ def build_mixed_loader(
     cache=None,         # decoded-image cache: None (default folder), False (off) or a folder; see `image_cache_dir`
 )->torch.utils.data.DataLoader:
     "A training loader whose batches mix real and generated images in a fixed ratio (sharded over ranks under DDP)."
-    from slsr_nb.data.datasets import ImageDataset, collate_batch
     if not real_records: raise ValueError('build_mixed_loader got no real training records.')
     gen_records = list(gen_records or [])
     if gen_ratio == 0: gen_records = []
     ds = ImageDataset(list(real_records) + gen_records, transform, cache)   # real and generated images decoded once
     bs = MixedBatchSampler(len(real_records), len(gen_records), batch_size, gen_ratio, seed)
-    from slsr_nb.distributed import is_distributed, ShardedSampler
     if is_distributed(): bs = ShardedSampler(bs)  # under DDP: this rank's batches of the one-process epoch
     return torch.utils.data.DataLoader(ds, batch_sampler=bs, num_workers=num_workers, collate_fn=collate_batch)
 

@@ -72,9 +72,10 @@ def _set_rng_state(st:dict, loaders):
         for g, s in zip(_generators(l), states): g.set_state(s)
 
 def _set_epoch(loaders, epoch:int):
-    "Tell epoch-aware samplers (`set_epoch` or an `epoch` attribute) which epoch is starting."
+    "Tell epoch-aware samplers (`set_epoch` or an `epoch` attribute) which epoch is starting: a loader's sampler, its batch sampler, and what that wraps."
     for l in loaders:
-        for s in (getattr(l, 'sampler', None), getattr(getattr(l, 'batch_sampler', None), 'sampler', None)):
+        bs = getattr(l, 'batch_sampler', None)
+        for s in (getattr(l, 'sampler', None), bs, getattr(bs, 'sampler', None)):
             if hasattr(s, 'set_epoch'): s.set_epoch(epoch)
             elif hasattr(s, 'epoch') and isinstance(s.epoch, int): s.epoch = epoch
 
@@ -237,6 +238,53 @@ def _wrap_ddp(model, dev):
 
 def _fmt_rec(rec:dict)->str: return ' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items())
 
+# %% ../nbs/08_train.ipynb #6d381a70
+def _prepare(model, loss_fn, out_dir, resume, device, channels_last, info, ddp)->tuple:
+    "Rank 0 checks and makes the run folder; model and trainable loss on the device: (folder, its `last.pt`, device, network to call)."
+    if info.is_main: fresh_dir(out_dir, resume=resume)
+    barrier(); out = Path(out_dir)  # the other ranks look only after rank 0 has checked and made the folder
+    dev = device if isinstance(device, torch.device) else get_device(device)
+    if dev.type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+    model.to(dev)
+    if channels_last: model.to(memory_format=torch.channels_last)
+    if isinstance(loss_fn, nn.Module): loss_fn.to(dev)
+    return out, out/'last.pt', dev, (_wrap_ddp(model, dev) if ddp else model)
+
+def _start_or_resume(ck, resume, seed, model, opt, sched, loss_fn, loaders, info, out, progress, epochs)->tuple:
+    "(first epoch, log so far, checkpoint's precision): a killed run's from its checkpoint; a fresh run's, seeded."
+    if resume and ck.exists(): return _resume(ck, model, opt, sched, loss_fn, loaders, info, out, progress, epochs)
+    seed_everything(seed + info.rank)  # each rank its own augmentation stream
+    return 0, [], None
+
+def _precision_and_scaler(amp, model, loader, dev, channels_last, out, info, prior, progress)->tuple:
+    "The stage's precision (said on the console) and the gradient scaler, which only fp16 enables."
+    prec = _stage_precision(amp, model, loader, dev, channels_last, out, info, prior)
+    if progress: say(prec.describe('training'))
+    return prec, torch.amp.GradScaler(dev.type, enabled=prec.amp and prec.dtype == 'float16')
+
+def _train_epoch(net, loader, extra_loaders, opt, sched, loss_fn, dev, prec, channels_last, scaler,
+                 epoch, epochs, max_steps, progress, deadline)->dict:
+    "Epoch `epoch` (from 0): samplers pinned to it, one pass, one schedule step; its record, with the rates it ran at."
+    _set_epoch([loader] + extra_loaders, epoch)
+    rec = _epoch(net, loader, [iter(_cycle(l)) for l in extra_loaders], opt, loss_fn, dev, prec, channels_last,
+                 max_steps, f'epoch {epoch + 1}/{epochs}', progress, deadline, scaler)
+    rec = dict(epoch=epoch + 1, **rec, lr_backbone=opt.param_groups[0]['lr'], lr_head=opt.param_groups[-1]['lr'])
+    sched.step()
+    return rec
+
+def _validate(model, val_fn, val_every, epoch, epochs, channels_last)->dict:
+    "`val_fn`'s metrics when due (every `val_every` epochs and after the last; every rank: extraction splits), else {}."
+    if val_fn is None or not ((epoch + 1) % val_every == 0 or epoch + 1 == epochs): return {}
+    res = {k: float(v) for k, v in val_fn(model).items()}
+    if channels_last: model.to(memory_format=torch.channels_last)  # extraction may have changed the layout
+    return res
+
+def _checkpoint_epoch(ck, out, model, opt, sched, loss_fn, loaders, ddp, hparams, rec, info):
+    "Every rank's random streams gathered; rank 0 writes the checkpoint and log line; no rank runs ahead of it."
+    rng = all_gather_objects(_rng_state(loaders))  # every rank's random streams, for an exact resume
+    if info.is_main: _save_epoch(ck, out, model, opt, sched, loss_fn, rec['epoch'], rng, ddp, hparams, rec)
+    barrier()  # no rank runs ahead of a checkpoint it might have to resume from
+
 # %% ../nbs/08_train.ipynb #1317d041
 def train_model(
     model:nn.Module, # a `ReidNet` (or any module whose forward gives logits)
@@ -266,44 +314,25 @@ def train_model(
 )->list[dict]: # the per-epoch log
     "Train `model` with SGD and step decay, checkpointing every epoch; resumes a killed run exactly."
     info, ddp = dist_info(), is_distributed()
-    if info.is_main: fresh_dir(out_dir, resume=resume)
-    barrier(); out = Path(out_dir)  # the other ranks look only after rank 0 has checked and made the folder
-    progress = progress and info.is_main
-    dev = device if isinstance(device, torch.device) else get_device(device)
-    if dev.type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     loss_fn, extra_loaders = loss_fn or cross_entropy_loss, list(extra_loaders or [])
-    loaders = [loader] + extra_loaders
-    model.to(dev)
-    if channels_last: model.to(memory_format=torch.channels_last)
-    if isinstance(loss_fn, nn.Module): loss_fn.to(dev)
-    net = _wrap_ddp(model, dev) if ddp else model
+    loaders, progress = [loader] + extra_loaders, progress and info.is_main
+    out, ck, dev, net = _prepare(model, loss_fn, out_dir, resume, device, channels_last, info, ddp)
     if scale_lr and ddp: lr_backbone, lr_head = lr_backbone * info.world_size, lr_head * info.world_size
     opt, sched = _optimizer(model, loss_fn, lr_backbone, lr_head, momentum, nesterov, weight_decay, step_size, gamma)
-    start, ck, log, prior = 0, out/'last.pt', [], None
-    if resume and ck.exists(): start, log, prior = _resume(ck, model, opt, sched, loss_fn, loaders, info, out, progress, epochs)
-    else: seed_everything(seed + info.rank)  # each rank its own augmentation stream
-    prec = _stage_precision(amp, model, loader, dev, channels_last, out, info, prior)
-    if progress: say(prec.describe('training'))
-    scaler = torch.amp.GradScaler(dev.type, enabled=prec.amp and prec.dtype == 'float16')
+    start, log, prior = _start_or_resume(ck, resume, seed, model, opt, sched, loss_fn, loaders, info, out, progress, epochs)
+    prec, scaler = _precision_and_scaler(amp, model, loader, dev, channels_last, out, info, prior, progress)
     hparams = dict(epochs=epochs, lr_backbone=lr_backbone, lr_head=lr_head, momentum=momentum, nesterov=nesterov,
                    weight_decay=weight_decay, step_size=step_size, gamma=gamma, seed=seed, amp=prec.amp,
                    precision=prec.to_dict(), batch_size=getattr(loader, 'batch_size', None), world_size=info.world_size)
     deadline = (time.time() + 60 * max_minutes) if max_minutes else None
     for epoch in range(start, epochs):
         te = time.time()
-        _set_epoch(loaders, epoch)
-        rec = _epoch(net, loader, [iter(_cycle(l)) for l in extra_loaders], opt, loss_fn, dev, prec, channels_last,
-                     max_steps, f'epoch {epoch + 1}/{epochs}', progress, deadline, scaler)
-        rec = dict(epoch=epoch + 1, **rec, lr_backbone=opt.param_groups[0]['lr'], lr_head=opt.param_groups[-1]['lr'])
-        sched.step()
-        if val_fn is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):  # all ranks: extraction splits
-            rec.update({k: float(v) for k, v in val_fn(model).items()})
-            if channels_last: model.to(memory_format=torch.channels_last)
+        rec = _train_epoch(net, loader, extra_loaders, opt, sched, loss_fn, dev, prec, channels_last, scaler,
+                           epoch, epochs, max_steps, progress, deadline)
+        rec.update(_validate(model, val_fn, val_every, epoch, epochs, channels_last))
         rec.update(time_s=round(time.time() - te, 2), img_per_s=round(rec['images'] / (time.time() - te), 1))
         log.append(rec)
-        rng = all_gather_objects(_rng_state(loaders))  # every rank's random streams, for an exact resume
-        if info.is_main: _save_epoch(ck, out, model, opt, sched, loss_fn, epoch + 1, rng, ddp, hparams, rec)
-        barrier()  # no rank runs ahead of a checkpoint it might have to resume from
+        _checkpoint_epoch(ck, out, model, opt, sched, loss_fn, loaders, ddp, hparams, rec, info)
         if progress: say(_fmt_rec(rec))
         if _out_of_time(rec, deadline, te, epoch, max_minutes, progress): break
     _finish(model, out, log, info)

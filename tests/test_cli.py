@@ -59,7 +59,7 @@ def test_errors_and_exit_codes(args, code, msg, tmp_path, capsys, monkeypatch):
 def test_pipeline_notebook_defaults_are_the_kits():
     "The pipeline notebook's parameters cell declares every run parameter, with the same defaults as `PARAMS`."
     import ast, papermill
-    from slsr_nb.pipeline import default_params
+    from slsr_nb.params import default_params
     declared = papermill.inspect_notebook(str(ROOT/'nbs'/'experiments'/'slsr_pipeline.ipynb'))
     assert set(declared) == set(default_params())
     for name, d in declared.items():
@@ -199,7 +199,8 @@ def test_cluster_explorer_notebook_batch_run(papermill_run):
 @pytest.mark.parametrize('name', ['market1501', 'dukemtmc', 'cuhk03', 'viper', 'synthetic', 'market1501_cpu', 'dukemtmc_cpu'])
 def test_parameter_files_are_valid(name):
     "Every kept parameter set passes the pipeline's checks (types, ranges, known data set)."
-    from slsr_nb.pipeline import load_params, pipeline_stages
+    from slsr_nb.params import load_params
+    from slsr_nb.pipeline import pipeline_stages
     from slsr_nb.cli import find_params
     p = load_params(find_params(name))
     assert p['dataset'] == name.removesuffix('_cpu')

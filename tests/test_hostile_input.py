@@ -120,7 +120,7 @@ def test_refused_rerun_keeps_the_finished_runs_notebook(shared):
 def test_concurrent_run_keeps_the_running_folders_files(shared, tmp_path):
     "A second `slsr run` on a folder another process is running: exit 4 before papermill writes anything."
     run = clone(shared['run'], tmp_path/'busy')
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from slsr_nb.pipeline import RunFolder\n'
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from slsr_nb.runs import RunFolder\n'
                                'with RunFolder(sys.argv[1]):\n    print("locked", flush=True); time.sleep(60)\n', run],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 import yaml
-from slsr_nb.pipeline import run_pipeline, validate_params, RunLocked, ParamError, results_table
+from slsr_nb.params import validate_params, ParamError
+from slsr_nb.runs import RunLocked
+from slsr_nb.pipeline import run_pipeline
+from slsr_nb.viz import results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = dict(n_ids=8, n_test_ids=6, n_cams=3, n_distractors=10, n_junk=5, height=64, width=32)
@@ -199,8 +202,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_root, tmp_path):
 
 def test_second_process_is_locked_out(tmp_path):
     "Two processes on one run folder: the second is refused while the first holds the lock."
-    from slsr_nb.pipeline import RunFolder
-    code = ('import sys,time; from slsr_nb.pipeline import RunFolder\n'
+    from slsr_nb.runs import RunFolder
+    code = ('import sys,time; from slsr_nb.runs import RunFolder\n'
             'with RunFolder(sys.argv[1]):\n    print("locked", flush=True); time.sleep(30)\n')
     p = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

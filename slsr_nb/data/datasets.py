@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from ..core import default_data_root, real_data_root, get_device
+from ..distributed import is_distributed, ShardedSampler
+from .synthetic import make_synthetic
 
 # %% ../../nbs/01_data.datasets.ipynb #58a2105b
 @dataclass
@@ -345,18 +347,8 @@ def _load_new_config(path:Path, by_name:dict)->tuple:
         return out
     return pick('train_idx'), pick('query_idx'), pick('gallery_idx')
 
-@register_dataset('cuhk03')
-def cuhk03(root:Path, # a folder holding cuhk03/ (or the cuhk03 folder itself)
-           variant:str='detected', # 'detected' or 'labeled' boxes
-           protocol:str='classic', # 'classic' (20 splits of 100 test ids) or 'new' (767/700)
-           split:int=0, # which classic split (0..19)
-           seed:int=0, # seed of the fallback random split when no split file is present
-           cache_dir:str|Path|None=None, # where images decoded from cuhk-03.mat go; None: <kit data root>/cache/cuhk03
-          )->ReidData:
-    "CUHK03 (detected or labeled) under the classic 1367/100 (20 splits) or the new 767/700 protocol."
-    if variant not in ('detected', 'labeled'): raise ValueError(f"variant must be 'detected' or 'labeled', not {variant!r}.")
-    if protocol not in ('classic', 'new'): raise ValueError(f"protocol must be 'classic' or 'new', not {protocol!r}.")
-    root = Path(root)
+def _cuhk03_source(root:Path, variant:str, cache_dir)->tuple:
+    "(data folder, its cuhk-03.mat or None, the folder of `variant`'s images: extracted there, else decoded into the cache)."
     folder = next((c for c in (root/'cuhk03', root/'CUHK03', root) if
                    (c/f'images_{variant}').is_dir() or (c/'cuhk-03.mat').is_file() or (c/'cuhk03_release'/'cuhk-03.mat').is_file()), None)
     if folder is None:
@@ -369,47 +361,67 @@ def cuhk03(root:Path, # a folder holding cuhk03/ (or the cuhk03 folder itself)
         if cache.resolve().is_relative_to(folder.resolve()):
             raise ValueError(f"cache_dir {cache} is inside the data folder {folder}; the kit never writes there.")
         img_dir = extract_cuhk03_mat(mat, cache, variant)
+    return folder, mat, img_dir
+
+def _cuhk03_classic_split(recs:list, pids:list, mat, img_dir:Path, variant:str, split:int, seed:int)->tuple:
+    "(train, query, gallery, protocol entries): test set `split` of cuhk-03.mat, else a seeded random one (with a warning)."
+    sets = _cuhk03_mat_testsets(mat) if mat else []
+    n_splits = len(sets) or 20
+    if not 0 <= split < n_splits: raise ValueError(f"split must be in 0..{n_splits-1}, not {split}.")
+    if sets: test, src = set(sets[split]), 'cuhk-03.mat testsets'
+    else:
+        n_test = min(100, len(pids) // 2)
+        test = set(np.random.default_rng(seed).permuted(np.tile(pids, (n_splits, 1)), axis=1)[split][:n_test].tolist())
+        src = f'seeded random (seed={seed}; no cuhk-03.mat testsets found)'
+        warnings.warn(f"CUHK03 classic: no cuhk-03.mat beside {img_dir}; using a {src} split of {n_test} test ids, "
+                      "not the official one.")
+    train = [r for r in recs if r[1] not in test]
+    query = gallery = [r for r in recs if r[1] in test]
+    return train, query, gallery, dict(protocol=f'cuhk03-classic-{variant}', split=split, n_splits=n_splits,
+                                       split_source=src, query_is_gallery=True, n_test_pids=len(test))
+
+def _cuhk03_new_split(recs:list, pids:list, folder:Path, root:Path, variant:str, seed:int)->tuple:
+    "(train, query, gallery, protocol entries): the 767/700 config file's split, else a seeded random one (with a warning)."
+    cfg = next((c for c in (folder/f'cuhk03_new_protocol_config_{variant}.mat', root/f'cuhk03_new_protocol_config_{variant}.mat')
+                if c.is_file()), None)
+    if cfg:
+        train, query, gallery = _load_new_config(cfg, {Path(r[0]).name: r for r in recs})
+        src = cfg.name
+    else:
+        rng = np.random.default_rng(seed); n_test = round(len(pids) * 700 / 1467)
+        test = set(rng.permutation(pids)[:n_test].tolist())
+        train = [r for r in recs if r[1] not in test]
+        by = defaultdict(list)
+        for r in recs:
+            if r[1] in test: by[(r[1], r[2])].append(r)
+        query, gallery = [], []
+        for k in sorted(by):  # one query image per identity and view, the rest to the gallery
+            v = by[k]; q = int(rng.integers(len(v)))
+            query.append(v[q]); gallery += v[:q] + v[q+1:]
+        src = f'seeded random (seed={seed}; no cuhk03_new_protocol_config_{variant}.mat found)'
+        warnings.warn(f"CUHK03 new protocol: no cuhk03_new_protocol_config_{variant}.mat in {folder}; using a {src} "
+                      f"767/700-style split, not the official one.")
+    return train, query, gallery, dict(protocol=f'cuhk03-new-{variant}', split_source=src)
+
+@register_dataset('cuhk03')
+def cuhk03(root:Path, # a folder holding cuhk03/ (or the cuhk03 folder itself)
+           variant:str='detected', # 'detected' or 'labeled' boxes
+           protocol:str='classic', # 'classic' (20 splits of 100 test ids) or 'new' (767/700)
+           split:int=0, # which classic split (0..19)
+           seed:int=0, # seed of the fallback random split when no split file is present
+           cache_dir:str|Path|None=None, # where images decoded from cuhk-03.mat go; None: <kit data root>/cache/cuhk03
+          )->ReidData:
+    "CUHK03 (detected or labeled) under the classic 1367/100 (20 splits) or the new 767/700 protocol."
+    if variant not in ('detected', 'labeled'): raise ValueError(f"variant must be 'detected' or 'labeled', not {variant!r}.")
+    if protocol not in ('classic', 'new'): raise ValueError(f"protocol must be 'classic' or 'new', not {protocol!r}.")
+    root = Path(root)
+    folder, mat, img_dir = _cuhk03_source(root, variant, cache_dir)
     recs = _cuhk03_records(img_dir)
     pids = sorted({r[1] for r in recs})
-    info = {'dataset': 'cuhk03', 'variant': variant, 'root': str(folder)}
-    if protocol == 'classic':
-        sets = _cuhk03_mat_testsets(mat) if mat else []
-        n_splits = len(sets) or 20
-        if not 0 <= split < n_splits: raise ValueError(f"split must be in 0..{n_splits-1}, not {split}.")
-        if sets: test, src = set(sets[split]), 'cuhk-03.mat testsets'
-        else:
-            n_test = min(100, len(pids) // 2)
-            test = set(np.random.default_rng(seed).permuted(np.tile(pids, (n_splits, 1)), axis=1)[split][:n_test].tolist())
-            src = f'seeded random (seed={seed}; no cuhk-03.mat testsets found)'
-            warnings.warn(f"CUHK03 classic: no cuhk-03.mat beside {img_dir}; using a {src} split of {n_test} test ids, "
-                          "not the official one.")
-        train = [r for r in recs if r[1] not in test]
-        query = gallery = [r for r in recs if r[1] in test]
-        info.update(protocol=f'cuhk03-classic-{variant}', split=split, n_splits=n_splits, split_source=src,
-                    query_is_gallery=True, n_test_pids=len(test))
-    else:
-        cfg = next((c for c in (folder/f'cuhk03_new_protocol_config_{variant}.mat', root/f'cuhk03_new_protocol_config_{variant}.mat')
-                    if c.is_file()), None)
-        if cfg:
-            train, query, gallery = _load_new_config(cfg, {Path(r[0]).name: r for r in recs})
-            src = cfg.name
-        else:
-            rng = np.random.default_rng(seed); n_test = round(len(pids) * 700 / 1467)
-            test = set(rng.permutation(pids)[:n_test].tolist())
-            train = [r for r in recs if r[1] not in test]
-            by = defaultdict(list)
-            for r in recs:
-                if r[1] in test: by[(r[1], r[2])].append(r)
-            query, gallery = [], []
-            for k in sorted(by):  # one query image per identity and view, the rest to the gallery
-                v = by[k]; q = int(rng.integers(len(v)))
-                query.append(v[q]); gallery += v[:q] + v[q+1:]
-            src = f'seeded random (seed={seed}; no cuhk03_new_protocol_config_{variant}.mat found)'
-            warnings.warn(f"CUHK03 new protocol: no cuhk03_new_protocol_config_{variant}.mat in {folder}; using a {src} "
-                          f"767/700-style split, not the official one.")
-        info.update(protocol=f'cuhk03-new-{variant}', split_source=src)
+    if protocol == 'classic': train, query, gallery, proto = _cuhk03_classic_split(recs, pids, mat, img_dir, variant, split, seed)
+    else: train, query, gallery, proto = _cuhk03_new_split(recs, pids, folder, root, variant, seed)
     train, _ = relabel(train)
-    return ReidData('cuhk03', train, query, gallery, info)
+    return ReidData('cuhk03', train, query, gallery, {'dataset': 'cuhk03', 'variant': variant, 'root': str(folder), **proto})
 
 # %% ../../nbs/01_data.datasets.ipynb #87b5f18d
 def _fake_cuhk03_mat(path:Path, n_ids=(3, 2), testsets=((1, 1), (2, 2)), seed=0)->Path:
@@ -819,7 +831,6 @@ def build_loader(records:list, # (img_path, pid, camid[, cluster]) records
     if sampler == 'random': s = torch.utils.data.RandomSampler(ds, generator=g)
     elif sampler == 'identity': s = IdentitySampler(records, batch_size, num_instances, seed)
     else: raise ValueError(f"Unknown sampler {sampler!r}: use 'random' or 'identity'.")
-    from slsr_nb.distributed import is_distributed, ShardedSampler
     if is_distributed(): s = ShardedSampler(s, batch_size)  # this rank's batches of the one-process epoch
     return torch.utils.data.DataLoader(ds, sampler=s, **kw)
 
@@ -831,6 +842,5 @@ def synthetic(root:Path, # folder that holds (or will hold) synthetic/
     "The kit's synthetic set in the Market-1501 layout, generated under `root/synthetic` when absent."
     folder = Path(root)/'synthetic'
     if gen_options or not all((folder/s).is_dir() for s in ('bounding_box_train', 'bounding_box_test', 'query')):
-        from slsr_nb.data.synthetic import make_synthetic  # lazy: only needed when generating
         make_synthetic(root, **gen_options)  # reuses a set made with the same options, refuses to overwrite another
     return read_market_layout(folder, 'synthetic', {'dataset': 'synthetic', 'protocol': 'market-single-query'})

@@ -7,6 +7,7 @@ __all__ = ['family_hues', 'sample_identity', 'sample_camera', 'render_person', '
 
 # %% ../../nbs/02_data.synthetic.ipynb #8d92e3d7
 import colorsys, json, math, shutil, tempfile as _tempfile
+from types import SimpleNamespace
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -120,18 +121,18 @@ def _torso_pattern(d, idn, cx, sh_y, hip_y, sh_w, hip_w, u, view):
                 if (j + k) % 2 == 0: _rect(d, cx - half + j*cw, yy, cx - half + (j+1)*cw, y1, idn['top2'])
         yy += step; k += 1
 
-def _draw_person(d, rng, idn, cam, H, W, view, cx=None, top=None, ph=None):
-    "Draw `idn` facing `view` (0 front, 1 back, 2 side); position and size from the camera unless given."
-    ph = ph or H * cam['scale'] * idn['height'] * rng.uniform(0.95, 1.05)
-    cx = W * (0.5 + cam['x_off'] + rng.uniform(-0.07, 0.07)) if cx is None else cx
-    top = (H - ph) * rng.uniform(0.25, 0.75) if top is None else top
+def _pose(idn, view, cx, top, ph, phase)->SimpleNamespace:
+    "Where a person `ph` tall, centred at `cx` with the head's top at `top`, facing `view`, has shoulders, hips, feet and limbs."
     side, back, u = view == 2, view == 1, ph
     bw = idn['build'] * (0.55 if side else 1.0)
-    phase = rng.uniform(-1, 1)
     y = lambda f: top + f * u
-    sh_y, hip_y, foot_y = y(0.17), y(0.53), y(0.98)
-    sh_w, hip_w = 0.125 * u * bw, 0.10 * u * bw
-    leg_w, arm_w = 0.042 * u * max(bw, 0.8), 0.032 * u * max(bw, 0.8)
+    return SimpleNamespace(cx=cx, u=u, y=y, view=view, side=side, back=back, phase=phase,
+                           sh_y=y(0.17), hip_y=y(0.53), foot_y=y(0.98), sh_w=0.125 * u * bw, hip_w=0.10 * u * bw,
+                           leg_w=0.042 * u * max(bw, 0.8), arm_w=0.032 * u * max(bw, 0.8), strap=max(1, int(0.015 * u)))
+
+def _draw_legs(d, idn, p):
+    "Legs (trousers, or bare legs under shorts or a skirt) swinging with the walking phase, shoes, and the skirt."
+    cx, u, y, side, phase, hip_y, foot_y, hip_w, leg_w = p.cx, p.u, p.y, p.side, p.phase, p.hip_y, p.foot_y, p.hip_w, p.leg_w
     for s in (-1, 1):  # legs and shoes
         hx = cx + s * hip_w * 0.5
         fx = cx + s * (0 if side else hip_w * 0.4) + s * 0.09 * u * phase
@@ -144,16 +145,23 @@ def _draw_person(d, rng, idn, cam, H, W, view, cx=None, top=None, ph=None):
     if idn['legs'] == 'skirt':
         d.polygon([(cx - hip_w*0.9, hip_y - 0.02*u), (cx + hip_w*0.9, hip_y - 0.02*u),
                    (cx + hip_w*1.6, y(0.72)), (cx - hip_w*1.6, y(0.72))], fill=idn['bottom'])
+
+def _draw_torso(d, idn, p):
+    "The torso with its pattern; a backpack behind it in a side view, over it from behind, its straps from the front."
+    cx, u, y, side, back, sh_y, hip_y, sh_w, hip_w = p.cx, p.u, p.y, p.side, p.back, p.sh_y, p.hip_y, p.sh_w, p.hip_w
     if idn['bag'] == 'backpack' and side:
         d.rounded_rectangle([cx - sh_w*1.1 - 0.08*u, y(0.2), cx - sh_w*1.1 + 0.02*u, y(0.45)], radius=0.02*u, fill=idn['bag_col'])
     d.polygon([(cx - sh_w, sh_y), (cx + sh_w, sh_y), (cx + hip_w, hip_y), (cx - hip_w, hip_y)], fill=idn['top'])
-    _torso_pattern(d, idn, cx, sh_y, hip_y, sh_w, hip_w, u, view)
-    strap = max(1, int(0.015 * u))
+    _torso_pattern(d, idn, cx, sh_y, hip_y, sh_w, hip_w, u, p.view)
     if idn['bag'] == 'backpack':
         if back: d.rounded_rectangle([cx - sh_w*0.75, y(0.2), cx + sh_w*0.75, y(0.46)], radius=0.02*u, fill=idn['bag_col'])
         elif not side:
-            for s in (-1, 1): d.line([cx + s*sh_w*0.6, sh_y, cx + s*sh_w*0.5, y(0.4)], fill=idn['bag_col'], width=strap)
-    swing = 0.07 * u * phase
+            for s in (-1, 1): d.line([cx + s*sh_w*0.6, sh_y, cx + s*sh_w*0.5, y(0.4)], fill=idn['bag_col'], width=p.strap)
+
+def _draw_arms(d, idn, p):
+    "Arms (long or short sleeves) and hands, swinging against the legs (one arm in a side view); a shoulder bag over them."
+    cx, u, y, side, back, sh_y, sh_w, hip_w, arm_w = p.cx, p.u, p.y, p.side, p.back, p.sh_y, p.sh_w, p.hip_w, p.arm_w
+    swing = 0.07 * u * p.phase
     for s in ((1,) if side else (-1, 1)):  # arms and hands
         ax = cx + (0 if side else s * sh_w * 0.95)
         hx, hy = ax + s * 0.03 * u + (swing if side else -s * swing), y(0.52)
@@ -164,13 +172,25 @@ def _draw_person(d, rng, idn, cam, H, W, view, cx=None, top=None, ph=None):
         d.ellipse([hx - arm_w*0.8, hy - arm_w*0.5, hx + arm_w*0.8, hy + arm_w*1.1], fill=idn['skin'])
     if idn['bag'] == 'shoulder':
         bs = -1 if back else 1
-        d.line([cx - bs*sh_w*0.7, sh_y, cx + bs*hip_w*1.2, y(0.5)], fill=idn['bag_col'], width=strap)
+        d.line([cx - bs*sh_w*0.7, sh_y, cx + bs*hip_w*1.2, y(0.5)], fill=idn['bag_col'], width=p.strap)
         _rect(d, cx + bs*hip_w, y(0.47), cx + bs*(hip_w + 0.09*u), y(0.6), idn['bag_col'])
-    hr, hcx, hcy = 0.062 * u, cx, y(0.085)  # neck, head, hair
+
+def _draw_head(d, idn, p):
+    "Neck, head (the hair's colour from behind), the hair on top, and long hair down the back unless seen from the front."
+    u, y, back, sh_y = p.u, p.y, p.back, p.sh_y
+    hr, hcx, hcy = 0.062 * u, p.cx, y(0.085)  # neck, head, hair
     _rect(d, hcx - hr*0.4, hcy, hcx + hr*0.4, sh_y + 0.01*u, idn['skin'])
     d.ellipse([hcx - hr*0.9, hcy - hr, hcx + hr*0.9, hcy + hr], fill=idn['hair'] if back else idn['skin'])
     d.chord([hcx - hr*0.95, hcy - hr*1.1, hcx + hr*0.95, hcy + hr*0.6], 180, 360, fill=idn['hair'])
-    if idn['long_hair'] and not view == 0: _rect(d, hcx - hr*0.9, hcy, hcx + hr*0.9, hcy + hr*2.0, idn['hair'])
+    if idn['long_hair'] and not p.view == 0: _rect(d, hcx - hr*0.9, hcy, hcx + hr*0.9, hcy + hr*2.0, idn['hair'])
+
+def _draw_person(d, rng, idn, cam, H, W, view, cx=None, top=None, ph=None):
+    "Draw `idn` facing `view` (0 front, 1 back, 2 side); position and size from the camera unless given."
+    ph = ph or H * cam['scale'] * idn['height'] * rng.uniform(0.95, 1.05)
+    cx = W * (0.5 + cam['x_off'] + rng.uniform(-0.07, 0.07)) if cx is None else cx
+    top = (H - ph) * rng.uniform(0.25, 0.75) if top is None else top
+    p = _pose(idn, view, cx, top, ph, phase=rng.uniform(-1, 1))
+    for part in (_draw_legs, _draw_torso, _draw_arms, _draw_head): part(d, idn, p)  # back to front, as a painter draws
 
 def _occlude(d, rng, H, W):
     "Something in front of the person: an object over the legs, or a pole / passer-by at one side."

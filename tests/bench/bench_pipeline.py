@@ -19,7 +19,8 @@ def main():
     ap.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'))
     a = ap.parse_args()
     os.environ.setdefault('MPLBACKEND', 'Agg')
-    from slsr_nb.pipeline import run_pipeline, results_table
+    from slsr_nb.pipeline import run_pipeline
+    from slsr_nb.viz import results_table
     params = yaml.safe_load((ROOT/'nbs'/'experiments'/'params'/'synthetic.yaml').read_text())
     params.update({k: yaml.safe_load(v) for k, v in a.p})
     run_dir = Path(a.run_dir or tempfile.mkdtemp(prefix='slsr_bench_'))/'demo'
