@@ -66,7 +66,7 @@ def bf16_extraction_errors(seed:int=0, # seed of the images and the networks
     return (rel_error(torch.from_numpy(bf['feats']), f32), bf16_reference_error(net, lambda m: m(x)),
             rel_error(wrong, f32), bf['precision'])
 
-# %% ../nbs/03a_testing.ipynb #1464eaaa
+# %% ../nbs/03a_testing.ipynb #757ecc70
 def bf16_probe_errors(seed:int=0, # seed of the network and the inputs
                      )->dict: # {'train': (bf16 error, reference error), 'forward': (...)}
     "bf16 against fp32 errors of a ResNet-18's training and extraction probes, with their ideal-bf16 yardsticks."
