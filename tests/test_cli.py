@@ -13,7 +13,7 @@ SLSR = shutil.which('slsr', path=str(Path(sys.executable).parent)) or shutil.whi
 TINY_DATA = dict(n_ids=8, n_test_ids=6, n_cams=3, n_distractors=10, n_junk=5, height=64, width=32)
 TINY = dict(dataset='synthetic', protocol=TINY_DATA, backbone='resnet18', weights=None, height=64, width=32,
             batch_size=16, epochs=1, k_min=2, k_max=3, gan_size=32, gan_epochs=1, gan_batch_size=16, n_generated=32,
-            smoothing=['slsr'], finetune_epochs=1, rerank=False, seed=0)
+            smoothing=['slsr'], finetune_epochs=1, rerank=False, seed=0, amp=False)  # fixed precision: runs compared across processes
 
 
 def slsr(*args, cwd=None, timeout=900):

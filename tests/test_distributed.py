@@ -119,7 +119,7 @@ def test_pipeline_command_under_torchrun(tmp_path):
     "The `slsr run` command line, unchanged, under torchrun with 2 CPU processes: every stage, one run folder."
     p = dict(dataset='synthetic', data_root=str(tmp_path/'data'), protocol=TINY_DATA, backbone='resnet18', weights=None,
              height=64, width=32, batch_size=8, epochs=1, k=2, gan_size=32, gan_epochs=1, gan_batch_size=8,
-             n_generated=16, smoothing=['slsr'], finetune_epochs=1, rerank=False, seed=0, noise_layer=True)
+             n_generated=16, smoothing=['slsr'], finetune_epochs=1, rerank=False, seed=0, noise_layer=True, amp=False)
     (tmp_path/'data').mkdir(); (tmp_path/'p.yaml').write_text(yaml.safe_dump(p))
     assert SLSR, 'the slsr console script is not installed (pip install -e .)'
     r = _torchrun('--no-python', SLSR, 'run', 'slsr_pipeline', '-f', tmp_path/'p.yaml', '--run-dir', tmp_path/'run',

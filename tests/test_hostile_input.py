@@ -16,7 +16,7 @@ SLSR = shutil.which('slsr', path=str(Path(sys.executable).parent)) or shutil.whi
 TINY_DATA = dict(n_ids=8, n_test_ids=6, n_cams=3, n_distractors=10, n_junk=5, height=64, width=32)
 TINY = dict(dataset='synthetic', protocol=TINY_DATA, backbone='resnet18', weights=None, epochs=1, gan_epochs=1,
             finetune_epochs=1, n_generated=20, height=32, width=16, gan_size=32, batch_size=8, gan_batch_size=16,
-            k_min=2, k_max=3, smoothing=['slsr'], rerank=False, seed=0)
+            k_min=2, k_max=3, smoothing=['slsr'], rerank=False, seed=0, amp=False)
 
 
 def cli(*args, cwd=None):

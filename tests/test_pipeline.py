@@ -23,7 +23,7 @@ def tiny_params(data_root, run_dir, **kw):
     p = dict(dataset='synthetic', data_root=str(data_root), protocol=TINY_DATA, run_dir=str(run_dir),
              backbone='resnet18', weights=None, height=64, width=32, batch_size=16, epochs=1, k_min=2, k_max=3,
              gan_size=32, gan_epochs=1, gan_batch_size=16, n_generated=32, smoothing=['slsr'],
-             finetune_epochs=1, rerank=False, seed=0)
+             finetune_epochs=1, rerank=False, seed=0, amp=False)  # fixed precision: runs compared across processes
     p.update(kw)
     return p
 
