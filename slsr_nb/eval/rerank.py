@@ -181,7 +181,7 @@ def _memory_estimate(nq, ng, # queries, gallery images
     N, kk = nq + ng, k1 + 1
     width = kk * (int(np.around(k1 / 2)) + 2)
     nnz_v, nnz_qe = N * min(N, width), N * min(N, max(k2, 1) * width)
-    parts = dict(result=nq * ng * 4, neighbours=N * kk * 8, encoding=min(N, 2048) * width * (8 + itemsize) + nnz_v * 16,
+    parts = dict(result=nq * ng * 4, neighbours=N * kk * 8, encoding=min(N, 8192) * width * (8 + itemsize) + nnz_v * 16,
                  expansion=nnz_qe * 8 * 2 + ng * width * 16, block=block * N * itemsize)
     return sum(parts.values()) / 2**30, parts
 
@@ -221,7 +221,8 @@ def _encoding(T, maxes, # (N, k1+1) nearest neighbours, (N,) maxima of d^2
               k1,       # size of the k-reciprocal neighbourhoods
               gather,   # gather(r0, cols, lens, dd) fills dd[i, a] = d(cols[i, a], r0 + i)
               dtype,    # dtype of the distances
-              chunk=2048, # images at a time: the padded buffers are (chunk, width), not (N, width)
+              chunk=8192, # images at a time: the padded buffers are (chunk, width), not (N, width); every
+                          # chunk starts three parallel loops, which costs milliseconds on busy cores
              )->sp.csr_matrix: # V, N x N, float32
     "Steps 2-4: the k-reciprocal sets, their expansion and their Gaussian weights, as a sparse matrix."
     N, kk = T.shape
