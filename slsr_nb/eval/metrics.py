@@ -11,6 +11,7 @@ import math, warnings, numbers
 import numpy as np
 import numba
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros   # numba's count-trailing-zeros intrinsic (undefined for 0)
 from ..core import keep_torch_threads
 from .rerank import re_ranking, re_ranking_features
 
@@ -101,13 +102,12 @@ def _match_ranks(distmat, # (n_query, n_gallery) distances, C-contiguous
         _mark_near(row, pd[P-1], mask)
         words, lp = mask.view(np.uint64), (P + 7) // 8 * 8
         hist = np.zeros(P + 1, np.int64)   # hist[b]: valid non-matches preceded by exactly b matches
-        nan, near = False, np.empty(8, np.int64)
+        nan = False
         for w in range(len(words)):        # 8 entries at a time: most words are all zeros
-            if words[w] == 0: continue
-            n = 0
-            for t in range(8 * w, 8 * w + 8):  # branch-free: the marked entries of the word
-                near[n] = t; n += mask[t]
-            for k in near[:n]:
+            x = words[w]
+            while x != 0:                  # each marked byte (little-endian: byte t is entry 8w + t)
+                k = 8 * w + (trailing_zeros(x) >> 3)
+                x &= x - np.uint64(1)      # its one set bit cleared
                 d, gp = row[k], g_pids[k]
                 nan |= d != d
                 hist[_before(pd, pj, lp, d, k)] += np.int64((gp != -1) & (gp != qp))  # junk and the query's ID: no
