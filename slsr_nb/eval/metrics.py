@@ -11,6 +11,7 @@ import math, warnings, numbers
 import numpy as np
 import numba
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros   # numba's count-trailing-zeros intrinsic (undefined for 0)
 from ..core import keep_torch_threads
 from .rerank import re_ranking, re_ranking_features
 
@@ -52,44 +53,67 @@ def compute_distance_matrix(
     return out
 
 # %% ../../nbs/09_eval.metrics.ipynb #d6e5770e
+@njit(cache=True)
+def _sorted_matches(row, # the query's distances to the gallery
+                    js,  # gallery indices with the query's ID, in index order
+                    g_cams, qc, # gallery cameras, the query's camera
+                    pd, pj, # out: the matches' distances and indices, sorted by (distance, index)
+                   )->int:  # the number of true matches P
+    "Insertion-sort the query's true matches (same ID, other camera) by (distance, index)."
+    P = 0
+    for j in js:
+        if g_cams[j] == qc: continue
+        d = row[j]; m = P
+        while m > 0 and (pd[m-1] > d or (pd[m-1] == d and pj[m-1] > j)):
+            pd[m] = pd[m-1]; pj[m] = pj[m-1]; m -= 1
+        pd[m] = d; pj[m] = j; P += 1
+    return P
+
+@njit(cache=True)
+def _mark_near(row, tmax, mask):
+    "mask[k] = 1 where row[k] is not farther than tmax, or is NaN: a branch-free, vectorised pass."
+    for k in range(row.shape[0]): mask[k] = not (row[k] > tmax)
+
+@njit(cache=True, inline='always')
+def _before(pd, pj, L, d, k)->int:
+    "How many of the sorted matches come before entry (d, k): branch-free over L >= P slots (padding is +inf)."
+    b = 0
+    for p in range(L): b += np.int32((pd[p] < d) | ((pd[p] == d) & (pj[p] < k)))
+    return b
+
 @njit(cache=True, parallel=True)
-def _match_ranks(distmat, q_pids, q_cams, g_pids, g_cams, order, starts, ends, max_pos):
+def _match_ranks(distmat, # (n_query, n_gallery) distances, C-contiguous
+                 q_pids, q_cams, g_pids, g_cams, # IDs and cameras (int64)
+                 order, starts, ends, # gallery indices sorted by ID; query i's ID occupies order[starts[i]:ends[i]]
+                 max_pos, # the largest number of gallery images of one ID
+                ):        # (ranks (n_query, max_pos), npos (n_query,), has_nan (n_query,))
+    "0-based rank of each true match among the valid gallery entries, per query, in one pass over the row."
     nq, ng = distmat.shape
+    L = (max(max_pos, 1) + 7) // 8 * 8                  # match slots, a multiple of the vector width
     ranks = np.full((nq, max(max_pos, 1)), -1, np.int64)
-    npos = np.zeros(nq, np.int64)
-    has_nan = np.zeros(nq, np.bool_)
+    npos, has_nan = np.zeros(nq, np.int64), np.zeros(nq, np.bool_)
     for i in prange(nq):
-        qp, qc = q_pids[i], q_cams[i]
-        row = distmat[i]
-        pd = np.empty(max(max_pos, 1), distmat.dtype); pj = np.empty(max(max_pos, 1), np.int64)
-        P = 0
-        for t in range(starts[i], ends[i]):          # the true matches, sorted by (distance, index)
-            j = order[t]
-            if g_cams[j] == qc: continue
-            d = row[j]
-            if d != d: has_nan[i] = True
-            m = P
-            while m > 0 and (pd[m-1] > d or (pd[m-1] == d and pj[m-1] > j)):
-                pd[m] = pd[m-1]; pj[m] = pj[m-1]; m -= 1
-            pd[m] = d; pj[m] = j; P += 1
+        row, qp = distmat[i], q_pids[i]
+        pd, pj = np.full(L, np.inf, distmat.dtype), np.zeros(L, np.int64)
+        P = _sorted_matches(row, order[starts[i]:ends[i]], g_cams, q_cams[i], pd, pj)
         npos[i] = P
         if P == 0: continue
-        hist = np.zeros(P, np.int64)   # hist[b]: valid non-matches preceded by exactly b matches
-        tmax, jmax = pd[P-1], pj[P-1]
-        for k in range(ng):
-            d = row[k]
-            if d < tmax or (d == tmax and k < jmax):
-                gp = g_pids[k]
-                if gp == -1 or gp == qp: continue        # junk; matches and same-camera entries of the query's ID
-                lo, hi = 0, P
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if pd[mid] < d or (pd[mid] == d and pj[mid] < k): lo = mid + 1
-                    else: hi = mid
-                hist[lo] += 1
-            elif d != d: has_nan[i] = True
+        mask = np.zeros((ng + 7) // 8 * 8, np.uint8)    # entries that can precede the hardest match
+        _mark_near(row, pd[P-1], mask)
+        words, lp = mask.view(np.uint64), (P + 7) // 8 * 8
+        hist = np.zeros(P + 1, np.int64)   # hist[b]: valid non-matches preceded by exactly b matches
+        nan = False
+        for w in range(len(words)):        # 8 entries at a time: most words are all zeros
+            x = words[w]
+            while x != 0:                  # each marked byte (little-endian: byte t is entry 8w + t)
+                k = 8 * w + (trailing_zeros(x) >> 3)
+                x &= x - np.uint64(1)      # its one set bit cleared
+                d, gp = row[k], g_pids[k]
+                nan |= d != d
+                hist[_before(pd, pj, lp, d, k)] += np.int64((gp != -1) & (gp != qp))  # junk and the query's ID: no
+        has_nan[i] = nan
         c = 0
-        for p in range(P):
+        for p in range(P):                 # hist[P]: entries tied with the hardest match but after it
             c += hist[p]
             ranks[i, p] = c + p
     return ranks, npos, has_nan

@@ -14,28 +14,44 @@ from numba import njit, prange
 from ..core import keep_torch_threads
 
 # %% ../../nbs/09a_eval.rerank.ipynb #b85e7872
+@njit(cache=True, error_model='numpy')   # d^2/0 is NaN (refused by the caller), not an exception
+def _row_topk(a, b, # the row in two parts: entry j of b is entry len(a) + j of the row (float32 or float64)
+              kk,   # how many nearest entries to keep
+              idx,  # out (kk,): the kk entries with the smallest d^2/max, in (value, index) order
+             )->np.float32: # the row's maximum of d^2 (NaN when any entry is NaN)
+    "One row of step 1: the maximum of d^2, then the kk smallest d^2/max by a stable selection."
+    m = np.float32(0)
+    for row in (a, b):
+        for j in range(row.shape[0]):
+            v = np.float32(row[j] * row[j])
+            if v > m or v != v: m = v                      # a NaN stays: the caller refuses it
+    bv = np.empty(kk, np.float32); bq = np.empty(kk, np.float32); bi = np.empty(kk, np.int64)
+    c = 0; vlast = np.float32(np.inf)
+    for seg in range(2):
+        row, off = (a, 0) if seg == 0 else (b, a.shape[0])
+        for j in range(row.shape[0]):
+            v = np.float32(row[j] * row[j])
+            if v >= vlast: continue                        # b(v) >= b(vlast): cannot enter a full buffer
+            bn = v / m
+            if c == kk and not (bn < bv[kk-1]): continue
+            p = c if c < kk else kk - 1
+            while p > 0 and bv[p-1] > bn:
+                bv[p] = bv[p-1]; bq[p] = bq[p-1]; bi[p] = bi[p-1]; p -= 1
+            bv[p] = bn; bq[p] = v; bi[p] = j + off
+            if c < kk: c += 1
+            if c == kk: vlast = bq[kk-1]
+    idx[:] = bi
+    return m
+
 @njit(cache=True, parallel=True)
-def _topk_rows(L, Rt, kk, maxes, idx_out):
-    n, nl = L.shape
-    for r in prange(n):
-        m = maxes[r]
-        bv = np.empty(kk, np.float32); bq = np.empty(kk, np.float32); bi = np.empty(kk, np.int64)
-        c = 0; vlast = np.float32(np.inf)
-        for seg in range(2):
-            row = L[r] if seg == 0 else Rt[r]
-            off = 0 if seg == 0 else nl
-            for j in range(row.shape[0]):
-                v = np.float32(row[j] * row[j])
-                if v >= vlast: continue                    # b(v) >= b(vlast): cannot enter a full buffer
-                b = v / m
-                if c == kk and not (b < bv[kk-1]): continue
-                p = c if c < kk else kk - 1
-                while p > 0 and bv[p-1] > b:
-                    bv[p] = bv[p-1]; bq[p] = bq[p-1]; bi[p] = bi[p-1]; p -= 1
-                bv[p] = b; bq[p] = v; bi[p] = j + off
-                if c < kk: c += 1
-                if c == kk: vlast = bq[kk-1]
-        for a in range(kk): idx_out[r, a] = bi[a]
+def _topk_rows(L,       # (n, n_left) first part of each row
+               Rt,      # (n, n_right) second part of each row
+               kk,      # how many nearest entries to keep per row
+               maxes,   # out (n,) float32: each row's maximum of d^2
+               idx_out, # out (n, kk): each row's nearest entries
+              ):
+    "Step 1 for a block of rows, in parallel: see `_row_topk`."
+    for r in prange(L.shape[0]): maxes[r] = _row_topk(L[r], Rt[r], kk, idx_out[r])
 
 # %% ../../nbs/09a_eval.rerank.ipynb #e8883f6f
 @njit(cache=True, parallel=True)
@@ -79,9 +95,16 @@ def _dist(qq, qg, gg, nq, a, b):
 
 # %% ../../nbs/09a_eval.rerank.ipynb #3b5d50a6
 @njit(cache=True, parallel=True)
-def _kreciprocal(T, kh1, width, cols, lens):
+def _kreciprocal(T,      # (N, k1+1) every image's nearest neighbours, itself included
+                 kh1,    # round(k1/2) + 1: the neighbourhood size of the expansion rule
+                 width,  # the buffer width, the largest R* can be
+                 r0,     # the first image of this chunk
+                 cols, lens, # out: R*(r0 + i) sorted in cols[i, :lens[i]]
+                ):
+    "Steps 2-3 for the images r0, r0+1, ...: the k-reciprocal set and its expansion by the 1/2-k rule."
     N, kk = T.shape
-    for i in prange(N):
+    for ii in prange(cols.shape[0]):
+        i = r0 + ii
         R = np.empty(kk, np.int64); nr = 0
         for a in range(kk):                      # R(i, k1): forward neighbours that have i among theirs
             g = T[i, a]
@@ -108,16 +131,23 @@ def _kreciprocal(T, kh1, width, cols, lens):
         s = np.sort(buf[:nb]); n = 0
         for a in range(nb):
             if a == 0 or s[a] != s[a-1]: s[n] = s[a]; n += 1
-        for a in range(n): cols[i, a] = s[a]
-        lens[i] = n
+        for a in range(n): cols[ii, a] = s[a]
+        lens[ii] = n
 
 @njit(cache=True, parallel=True)
-def _gather_dists(qq, qg, gg, nq, cols, lens, out):
+def _gather_dists(qq, qg, gg, nq, # the three distance matrices, the number of queries
+                  r0, cols, lens, # the chunk's first image and its entries (as written by `_kreciprocal`)
+                  out,            # out: d(cols[i, a], r0 + i)
+                 ):
+    "The distances of the encoding's entries, read from the matrices (column r0 + i of d, as the paper's code)."
     for i in prange(cols.shape[0]):
-        for a in range(lens[i]): out[i, a] = _dist(qq, qg, gg, nq, cols[i, a], i)   # column i of d
+        for a in range(lens[i]): out[i, a] = _dist(qq, qg, gg, nq, cols[i, a], r0 + i)
 
 @njit(cache=True, parallel=True)
-def _weights(dd, maxes, lens, vals):
+def _weights(dd, maxes, lens, # the entries' distances, their rows' maxima of d^2, the entries per row
+             vals,            # out: the Gaussian weights exp(-d^2/max), normalised to sum 1 per row
+            ):
+    "Step 4: the encoding's weights."
     for i in prange(dd.shape[0]):
         n = lens[i]; w = np.empty(n, np.float32); tot = 0.0
         for a in range(n):
@@ -142,11 +172,16 @@ def _jaccard_final(indptr, indices, data, colptr, rowidx, cvals, qg, maxes, lam,
             out[i, j] = jac * l1 + (np.float32(qg[i, j] * qg[i, j]) / maxes[i]) * l0
 
 # %% ../../nbs/09a_eval.rerank.ipynb #d8273283
-def _memory_estimate(nq, ng, k1, k2, block, itemsize):
+def _memory_estimate(nq, ng, # queries, gallery images
+                     k1, k2,  # re-ranking parameters
+                     block,   # rows of distances read at a time
+                     itemsize, # bytes per distance (4 or 8)
+                    )->tuple: # (GiB in all, {part: bytes})
+    "An upper bound of the memory `re_ranking` allocates beyond its inputs."
     N, kk = nq + ng, k1 + 1
     width = kk * (int(np.around(k1 / 2)) + 2)
     nnz_v, nnz_qe = N * min(N, width), N * min(N, max(k2, 1) * width)
-    parts = dict(result=nq * ng * 4, neighbours=N * kk * 8, encoding=N * width * (12 + itemsize) + nnz_v * 16,
+    parts = dict(result=nq * ng * 4, neighbours=N * kk * 8, encoding=min(N, 8192) * width * (8 + itemsize) + nnz_v * 16,
                  expansion=nnz_qe * 8 * 2 + ng * width * 16, block=block * N * itemsize)
     return sum(parts.values()) / 2**30, parts
 
@@ -182,18 +217,36 @@ def _check_maxes(maxes, nq, names):
                     if what == 'only zeros' else 'fix the features or distances first')
             raise ValueError(f'The distances hold {what} (in {where}; {int(bad.sum())} image(s) affected): {hint}.')
 
-def _rerank_tail(T, maxes, nq, k1, k2, lambda_value, gather, qg, out):
-    "Steps 2-7 from the neighbour lists T and maxima: `gather(cols, lens, dd)` fills d(cols[i, a], i)."
+def _encoding(T, maxes, # (N, k1+1) nearest neighbours, (N,) maxima of d^2
+              k1,       # size of the k-reciprocal neighbourhoods
+              gather,   # gather(r0, cols, lens, dd) fills dd[i, a] = d(cols[i, a], r0 + i)
+              dtype,    # dtype of the distances
+              chunk=8192, # images at a time: the padded buffers are (chunk, width), not (N, width); every
+                          # chunk starts three parallel loops, which costs milliseconds on busy cores
+             )->sp.csr_matrix: # V, N x N, float32
+    "Steps 2-4: the k-reciprocal sets, their expansion and their Gaussian weights, as a sparse matrix."
     N, kk = T.shape
     kh1 = int(np.around(k1 / 2)) + 1
     width = kk * (kh1 + 1)
-    cols, lens = np.zeros((N, width), np.int64), np.zeros(N, np.int64)
-    _kreciprocal(T, kh1, width, cols, lens)
-    dd = np.zeros((N, width), qg.dtype); gather(cols, lens, dd)
-    vals = np.zeros((N, width), np.float32); _weights(dd, maxes, lens, vals); del dd
-    mask = np.arange(width)[None] < lens[:, None]
-    V = sp.csr_matrix((vals[mask], cols[mask], np.concatenate([[0], np.cumsum(lens)])), shape=(N, N))
-    del cols, vals, mask
+    lens, idx, val = np.zeros(N, np.int64), [], []
+    for s in range(0, N, chunk):
+        e = min(s + chunk, N)
+        cols = np.zeros((e - s, width), np.int32)
+        _kreciprocal(T, kh1, width, s, cols, lens[s:e])
+        dd = np.zeros((e - s, width), dtype); gather(s, cols, lens[s:e], dd)
+        vals = np.zeros((e - s, width), np.float32); _weights(dd, maxes[s:e], lens[s:e], vals)
+        keep = np.arange(width)[None] < lens[s:e, None]
+        idx.append(cols[keep]); val.append(vals[keep])
+    return sp.csr_matrix((np.concatenate(val), np.concatenate(idx), np.concatenate([[0], np.cumsum(lens)])), shape=(N, N))
+
+def _rerank_tail(T, maxes, nq, k1, k2, lambda_value, # neighbours, maxima, number of queries, parameters
+                 gather,  # as in `_encoding`
+                 qg,      # (n_query, n_gallery) the original distances, read by the final mix
+                 out,     # (n_query, n_gallery) float32 result (may be `qg` itself)
+                ):        # `out`
+    "Steps 2-7 from the neighbour lists T and the maxima."
+    N = len(T)
+    V = _encoding(T, maxes, k1, gather, qg.dtype)
     if k2 != 1:   # 5. local query expansion: the mean of the rows of the k2 nearest neighbours
         A = sp.csr_matrix((np.ones(N * k2, np.float32), T[:, :k2].ravel(), np.arange(0, N * k2 + 1, k2)), shape=(N, N))
         V = (A @ V).tocsr(); V.sum_duplicates(); V.sort_indices()
@@ -235,51 +288,101 @@ def re_ranking(
     for s in range(0, nq, block):                       # query columns: q_q columns (small) + q_g rows
         e = min(s + block, nq)
         L, Rt = np.ascontiguousarray(qq[:, s:e].T), qg[s:e]
-        maxes[s:e] = np.maximum(np.square(L).max(1), np.square(Rt).max(1)).astype(np.float32)  # NaN propagates
         _topk_rows(L, Rt, kk, maxes[s:e], T[s:e])
     _topk_cols(qg, gg, kk, maxes[nq:], T[nq:], 64)      # gallery columns, read in place
     _check_maxes(maxes, nq, ('q_q_dist/q_g_dist', 'q_g_dist/g_g_dist'))
-    return _rerank_tail(T, maxes, nq, k1, k2, lambda_value, lambda c, l, o: _gather_dists(qq, qg, gg, nq, c, l, o),
+    return _rerank_tail(T, maxes, nq, k1, k2, lambda_value, lambda r0, c, l, o: _gather_dists(qq, qg, gg, nq, r0, c, l, o),
                         qg, np.empty((nq, ng), np.float32))
 
 # %% ../../nbs/09a_eval.rerank.ipynb #2d434458
 @njit(cache=True, parallel=True, fastmath=True)
-def _gather_dists_f(F, sq, metric, cols, lens, out):
-    dim = F.shape[1]
-    for i in prange(cols.shape[0]):
-        for a in range(lens[i]):
-            j = cols[i, a]; ip = np.float32(0)
-            for t in range(dim): ip += F[j, t] * F[i, t]
-            if metric == 2: out[i, a] = np.float32(1) - ip
+def _gather_dists_f(Q, G,   # (n_query, dim) / (n_gallery, dim) float32 features, C-contiguous
+                    q2, g2, # their squared norms
+                    metric, # 0 euclidean, 1 sqeuclidean, 2 cosine (features already normalised)
+                    r0, cols, lens, # the chunk's first image; row i holds cols[i, :lens[i]] (indices into [Q; G])
+                    out,    # out: d(cols[i, a], r0 + i)
+                   ):
+    "The distances of the encoding's entries, from the features: one dot product each."
+    nq, dim = Q.shape
+    for ii in prange(cols.shape[0]):
+        i = r0 + ii
+        fi, si = (Q[i], q2[i]) if i < nq else (G[i - nq], g2[i - nq])
+        for a in range(lens[ii]):
+            j = cols[ii, a]
+            fj, sj = (Q[j], q2[j]) if j < nq else (G[j - nq], g2[j - nq])
+            ip = np.float32(0)
+            for t in range(dim): ip += fj[t] * fi[t]
+            if metric == 2: out[ii, a] = np.float32(1) - ip
             else:
-                d = max(sq[j] + sq[i] - np.float32(2) * ip, np.float32(0))
-                out[i, a] = np.sqrt(d) if metric == 0 else d
+                d = max(sj + si - np.float32(2) * ip, np.float32(0))
+                out[ii, a] = np.sqrt(d) if metric == 0 else d
 
 # %% ../../nbs/09a_eval.rerank.ipynb #539f3103
 METRICS = ('euclidean', 'sqeuclidean', 'cosine')
 
-def _features(x, name):
-    "A finite float32 (n, dim) torch tensor of features."
+def _features(x,    # (n, dim) features, NumPy or torch
+              name, # its name in error messages
+             )->tuple: # (float32 C-contiguous (n, dim) tensor, its rows' squared norms)
+    "Features as float32 (no copy when they already are) with their squared norms, refused when not finite."
     t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.ndim != 2: raise ValueError(f'{name} must be a 2-d (n, dim) feature array, got shape {tuple(t.shape)}')
     if t.shape[0] == 0: raise ValueError(f'{name} holds no features (shape {tuple(t.shape)}); nothing to re-rank.')
-    t = t.float()
-    if not torch.isfinite(t).all():
-        bad = int((~torch.isfinite(t)).any(1).nonzero()[0, 0])
-        raise ValueError(f'{name} holds NaN or inf values (first in row {bad}), or values too large for float32; '
-                         'fix the features first.')
-    return t
+    t = t.float().contiguous()
+    sq = torch.cat([(c * c).sum(1) for c in t.split(4096)])   # in slices: no temporary as large as the features
+    bad = ~torch.isfinite(sq)         # a NaN or inf value, or one whose square overflows, makes its row's norm so
+    if bad.any():
+        raise ValueError(f'{name} holds NaN or inf values (first in row {int(bad.nonzero()[0, 0])}), or values too '
+                         'large for float32; fix the features first.')
+    return t, sq
 
-def _distance_rows(A, a2, F, f2, metric):
-    "Distances of the rows A to all rows F (torch, float32): the formula of `compute_distance_matrix`, fused into the product."
-    if metric == 'cosine': return torch.addmm(torch.ones(()), A, F.T, alpha=-1)   # 1 - <a, f>
-    d = torch.addmm(f2[None], A, F.T, alpha=-2).add_(a2[:, None]).clamp_(min=0)   # one pass after the product
-    return d.sqrt_() if metric == 'euclidean' else d
+@njit(cache=True)
+def _finish_row(D,      # (n,) float32 inner products <a, f>, turned into distances in place
+                a2, f2, # the row's squared norm, (n,) those of the columns
+                metric, # 0 euclidean, 1 sqeuclidean, 2 cosine (features already normalised)
+               ):
+    "Distances from inner products, in place, by the formula of `compute_distance_matrix` (NaN stays NaN)."
+    for j in range(D.shape[0]):
+        if metric == 2: D[j] = np.float32(1) - D[j]
+        else:
+            d = (a2 + f2[j]) - np.float32(2) * D[j]
+            if d < 0: d = np.float32(0)
+            D[j] = np.sqrt(d) if metric == 0 else d
 
-def _memory_estimate_f(nq, ng, dim, k1, k2, block):
+@njit(cache=True, parallel=True)
+def _topk_rows_f(Dq, Dg,    # (b, n_query) / (b, n_gallery) inner products of a block of rows with the features
+                 a2, q2, g2, # squared norms of the block's rows, of the queries, of the gallery images
+                 metric, kk, maxes, idx_out, # as in `_finish_row` and `_topk_rows`
+                ):
+    "`_topk_rows` on a block of inner products, each row first turned into distances while it is in cache."
+    for r in prange(Dq.shape[0]):
+        _finish_row(Dq[r], a2[r], q2, metric); _finish_row(Dg[r], a2[r], g2, metric)
+        maxes[r] = _row_topk(Dq[r], Dg[r], kk, idx_out[r])
+
+def _memory_estimate_f(nq, ng, dim, k1, k2, block, # as for `re_ranking_features`
+                       metric='euclidean',         # 'cosine' holds normalised copies of the features
+                      )->tuple:                    # (GiB in all, {part: bytes})
+    "An upper bound of the memory `re_ranking_features` allocates beyond its inputs."
     est, parts = _memory_estimate(nq, ng, k1, k2, 0, 4)
-    parts = dict(parts, features=(nq + ng) * (dim + 1) * 4, block=3 * block * (nq + ng) * 4)
+    parts = dict(parts, features=(nq + ng) * ((dim if metric == 'cosine' else 0) + 1) * 4, block=block * (nq + ng) * 4)
     return sum(parts.values()) / 2**30, parts
+
+def _neighbours_from_features(q, q2, g, g2, # float32 features and squared norms
+                              metric, kk, block, # index into METRICS; kk = k1 + 1; rows per block
+                              qg,           # out (n_query, n_gallery) float32: the query-gallery distances
+                             )->tuple:      # (T (N, kk) nearest neighbours, (N,) maxima of d^2)
+    "Step 1 from features: one pass over row blocks of the symmetric N x N distances, none of them kept but `qg`."
+    nq, ng = len(q), len(g)
+    T, maxes = np.empty((nq + ng, kk), np.int64), np.empty(nq + ng, np.float32)
+    bq, bg, qg_t = torch.empty((block, nq)), torch.empty((block, ng)), torch.from_numpy(qg)
+    with torch.no_grad():
+        for X, x2, off in ((q, q2, 0), (g, g2, nq)):
+            for s in range(0, len(X), block):   # one matrix product per part (torch), one compiled pass per row
+                e = min(s + block, len(X))
+                Dq = torch.mm(X[s:e], q.T, out=bq[:e - s]).numpy()
+                Dg = torch.mm(X[s:e], g.T, out=qg_t[s:e] if off == 0 else bg[:e - s]).numpy()
+                _topk_rows_f(Dq, Dg, x2[s:e].numpy(), q2.numpy(), g2.numpy(), metric, kk,
+                             maxes[off + s:off + e], T[off + s:off + e])
+    return T, maxes
 
 @keep_torch_threads()
 def re_ranking_features(
@@ -291,28 +394,19 @@ def re_ranking_features(
 )->np.ndarray:           # (n_query, n_gallery) float32 re-ranked distances
     "k-reciprocal re-ranking from features: distance blocks are computed on the fly, no N x N matrix is ever held."
     if metric not in METRICS: raise ValueError(f'metric must be one of {METRICS}, got {metric!r}')
-    q, g = _features(qf, 'qf'), _features(gf, 'gf')
+    (q, q2), (g, g2) = _features(qf, 'qf'), _features(gf, 'gf')
     if q.shape[1] != g.shape[1]:
         raise ValueError(f'qf and gf must have the same feature dimension, got {q.shape[1]} and {g.shape[1]}')
     (nq, dim), ng = q.shape, g.shape[0]
     N = nq + ng
     k1, k2, block = _check_params(N, k1, k2, lambda_value, block, max_memory_gb)
-    est, parts = _memory_estimate_f(nq, ng, dim, k1, k2, block)
+    est, parts = _memory_estimate_f(nq, ng, dim, k1, k2, block, metric)
     _refuse_over_budget(f're_ranking_features of {nq} x {ng} (k1={k1}, k2={k2}, {dim}-d)', est, parts, max_memory_gb, N)
-    F = torch.cat([q, g])
-    if metric == 'cosine': F = torch.nn.functional.normalize(F, dim=1)
-    f2 = (F * F).sum(1)
-    kk = k1 + 1
-    T, maxes, qg = np.empty((N, kk), np.int64), np.empty(N, np.float32), np.empty((nq, ng), np.float32)
-    none = np.empty((block, 0), np.float32)
-    with torch.no_grad():
-        for s in range(0, N, block):   # 1. one pass over row blocks of the symmetric N x N distances
-            e = min(s + block, N)
-            D = _distance_rows(F[s:e], f2[s:e], F, f2, metric).numpy()
-            maxes[s:e] = np.square(D).max(1)
-            if s < nq: qg[s:min(e, nq)] = D[:min(e, nq) - s, nq:]   # kept: the final mix reads it
-            _topk_rows(D, none[:e - s], kk, maxes[s:e], T[s:e])
+    if metric == 'cosine': q, g = (torch.nn.functional.normalize(a, dim=1) for a in (q, g))
+    qg, m = np.empty((nq, ng), np.float32), METRICS.index(metric)
+    T, maxes = _neighbours_from_features(q, q2, g, g2, m, k1 + 1, block, qg)
     _check_maxes(maxes, nq, ('qf', 'gf'))
-    Fn, f2n, m = F.numpy(), f2.numpy(), METRICS.index(metric)
-    return _rerank_tail(T, maxes, nq, k1, k2, lambda_value, lambda c, l, o: _gather_dists_f(Fn, f2n, m, c, l, o),
+    Q, G = q.numpy(), g.numpy()
+    return _rerank_tail(T, maxes, nq, k1, k2, lambda_value,
+                        lambda r0, c, l, o: _gather_dists_f(Q, G, q2.numpy(), g2.numpy(), m, r0, c, l, o),
                         qg, qg)   # the result overwrites the query-gallery distances in place

@@ -35,10 +35,12 @@ def market_ids():
 def synthetic_features(q_pids, q_cams, g_pids, g_cams, dim=128, noise=1.2, cam_bias=0.5, seed=0):
     "Identity centre + camera bias + noise; junk and distractors get their own random centres."
     rng = np.random.default_rng(seed)
-    ids = np.unique(np.concatenate([q_pids, g_pids])); centres = {p: rng.normal(size=dim) for p in ids.tolist()}
+    ids = np.unique(np.concatenate([q_pids, g_pids])); centres = rng.normal(size=(len(ids), dim))   # one row per ID
     cam = rng.normal(scale=cam_bias, size=(8, dim))
-    def feats(pids, cams):
-        base = np.stack([centres[p] if p > 0 else rng.normal(size=dim) for p in pids.tolist()])
+    def feats(pids, cams):   # whole arrays, no per-image rows: nothing left behind in the heap to inflate RSS
+        base = centres[np.searchsorted(ids, pids)]
+        own = pids <= 0
+        base[own] = rng.normal(size=(int(own.sum()), dim))
         return (base + cam[cams] + noise * rng.normal(size=(len(pids), dim))).astype(np.float32)
     return feats(q_pids, q_cams), feats(g_pids, g_cams)
 

@@ -4,8 +4,9 @@ Each figure comes from fresh Python processes, so that nothing is compiled or lo
   1. cold: an empty numba cache (NUMBA_CACHE_DIR set to a new folder): the first call compiles;
   2. after setup: `warm_kernels()` has filled that cache in an earlier process (as `.ci/setup` does); the first
      call of a new process loads the machine code; then the median of warm calls in the same process.
-The goal is "first call after setup within 2x of a warm call", for `eval_market` at 1,000 x 6,000
-(clustered features) and `re_ranking` at 500 x 3,000 (the size where the pause was seen).
+  3. the same, with numba's own start-up (its typing and target tables) timed on its own before the first call.
+The goal is "first call after setup within 2x of a warm call", for `eval_market` at 1,000 x 6,000 and at the full
+Market-1501 size 3,368 x 19,732 (clustered features) and `re_ranking` at 500 x 3,000 (the size where the pause was seen).
 
 Run:  python tests/bench/bench_numba_cache.py [--runs 2] [--only re_ranking]"""
 import argparse, json, os, platform, subprocess, sys, tempfile
@@ -17,11 +18,11 @@ t0 = time.perf_counter()
 import numpy as np
 import slsr_nb.eval.metrics as m
 t_import = time.perf_counter() - t0
-what, runs, warm_first = sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1'
+what, runs, warm_first, split = sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1', sys.argv[4] == '1'
 if warm_first: m.warm_kernels(); print(json.dumps({})); sys.exit()
 rng = np.random.default_rng(0)
-if what == 'eval_market':
-    nq, ng, dim = 1000, 6000, 64      # clustered features: distances shaped like a trained model's
+if what.startswith('eval_market'):
+    nq, ng, dim = (3368, 19732, 64) if what == 'eval_market_full' else (1000, 6000, 64)   # clustered features
     c = rng.normal(size=(300, dim)); qp, gp = rng.integers(0, 300, nq), rng.integers(0, 300, ng)
     d = m.compute_distance_matrix(c[qp] + rng.normal(size=(nq, dim)), c[gp] + rng.normal(size=(ng, dim)))
     args = (d, qp, gp, rng.integers(1, 7, nq), rng.integers(1, 7, ng))
@@ -32,10 +33,16 @@ else:
     fn = lambda: m.re_ranking(*mats)
 def timed():
     t = time.perf_counter(); fn(); return time.perf_counter() - t
+t_init = 0.
+if split:   # numba's own start-up alone: the typing and target tables every cached kernel needs before it loads
+    t = time.perf_counter()
+    from numba.core.registry import cpu_target
+    cpu_target.typing_context.refresh(); cpu_target.target_context.refresh()
+    t_init = time.perf_counter() - t
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     first = timed(); warm = [timed() for _ in range(runs)]
-print(json.dumps(dict(import_s=t_import, first_s=first, warm_s=statistics.median(warm))))
+print(json.dumps(dict(import_s=t_import, init_s=t_init, first_s=first, warm_s=statistics.median(warm))))
 '''
 
 def cpu_name():
@@ -43,28 +50,33 @@ def cpu_name():
         if line.startswith('model name'): return line.split(':', 1)[1].strip()
     return platform.processor() or 'unknown CPU'
 
-def child(what, runs, cache_dir, warm_first=False):
+def child(what, runs, cache_dir, warm_first=False, split=False):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
-    out = subprocess.run([sys.executable, '-c', CHILD, what, str(runs), '1' if warm_first else '0'], env=env,
+    out = subprocess.run([sys.executable, '-c', CHILD, what, str(runs), '1' if warm_first else '0', '1' if split else '0'], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
+SIZES = dict(eval_market='1,000 x 6,000', eval_market_full='3,368 x 19,732', re_ranking='500 x 3,000')
+
 def main(runs=2, only=None):
     print(f'CPU: {cpu_name()} ({os.cpu_count()} logical cores; shared with other work: figures are noisy)')
-    for what in [only] if only else ('eval_market', 're_ranking'):
+    for what in [only] if only else ('eval_market', 'eval_market_full', 're_ranking'):
         with tempfile.TemporaryDirectory() as cache:
             cold = child(what, runs, cache)                  # empty cache: compiles
         with tempfile.TemporaryDirectory() as cache:
             child(what, runs, cache, warm_first=True)        # the setup step
             after = [child(what, runs, cache) for _ in range(runs)]   # fresh processes after setup
-        first = sorted(a['first_s'] for a in after)[len(after) // 2]
-        warm = sorted(a['warm_s'] for a in after)[len(after) // 2]
-        size = '1,000 x 6,000' if what == 'eval_market' else '500 x 3,000'
-        print(f'{what} {size}: cold first call {cold["first_s"]:.2f} s (compiles; warm {cold["warm_s"]*1000:.0f} ms); '
+            split = [child(what, runs, cache, split=True) for _ in range(runs)]   # numba's start-up timed apart
+        med = lambda rs, k: sorted(a[k] for a in rs)[len(rs) // 2]
+        first, warm = med(after, 'first_s'), med(after, 'warm_s')
+        print(f'{what} {SIZES[what]}: cold first call {cold["first_s"]:.2f} s (compiles; warm {cold["warm_s"]*1000:.0f} ms); '
               f'after setup, median over {runs} fresh processes: first call {first*1000:.0f} ms, warm call {warm*1000:.0f} ms, '
-              f'ratio {first/warm:.2f} (goal <= 2); import of slsr_nb.eval.metrics {after[0]["import_s"]:.2f} s')
+              f'ratio {first/warm:.2f} (goal <= 2); import of slsr_nb.eval.metrics {med(after, "import_s"):.2f} s')
+        print(f'   of which numba\'s start-up (typing and target tables, timed before the first call in {runs} other fresh '
+              f'processes): {med(split, "init_s")*1000:.0f} ms; first call after it {med(split, "first_s")*1000:.0f} ms '
+              f'(warm {med(split, "warm_s")*1000:.0f} ms): what loading the cached kernel and starting its threads add')
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(); p.add_argument('--runs', type=int, default=2)
-    p.add_argument('--only', choices=('eval_market', 're_ranking'), default=None)
+    p.add_argument('--only', choices=tuple(SIZES), default=None)
     a = p.parse_args(); main(a.runs, a.only)
