@@ -17,7 +17,7 @@ import yaml
 import numpy as np
 import matplotlib.pyplot as plt
 import torch
-from .core import PROGRESS_ENV, atomic_write_json, atomic_write_text, get_device
+from .core import PROGRESS_ENV, say, atomic_write_json, atomic_write_text, get_device
 from .params import GEN_KINDS, ParamError, base_kind, validate_params
 from .runs import RunFolder, Ctx, Stage, run_stages, claim_params, params_digest
 from .distributed import dist_info
@@ -204,9 +204,10 @@ def stage_generate(ctx:Ctx, out:Path)->dict:
     a = load_run_clusters(ctx)
     figs = [gan.show_real_vs_generated(man, list(a['paths']), a['labels'], seed=p['seed'], save=out/'real_vs_generated.png')]
     res = {'manifest': _rel(ctx, man), 'n': p['n_generated'], 'figures': [_rel(ctx, f) for f in figs if f]}
-    if p['gan_quality_n']:
-        q = _gan_quality(ctx, man, a, out)
-        res.update(quality=_rel(ctx, out/'quality.json'), gan_quality=q['summary'])
+    if p['gan_quality_n']:  # a score, not a gate: too few images of some cluster to score is said, not fatal
+        try: q = _gan_quality(ctx, man, a, out)
+        except ValueError as e: say(f'[generate] GAN quality not scored: {e}'); res.update(gan_quality={'skipped': str(e)})
+        else: res.update(quality=_rel(ctx, out/'quality.json'), gan_quality=q['summary'])
     return res
 
 def _gan_quality(ctx, man, a, out)->dict:

@@ -383,6 +383,7 @@ def make_val_fn(query_loader, # loader of the validation (or test) queries
                ):
     "A `val_fn(model) -> {'rank1', 'rank5', 'mAP'}` for `train_model`, scored by the kit's one `evaluate_loaders`."
     def val_fn(model):
-        res = evaluate_loaders(model, query_loader, gallery_loader, metric, **{'progress': False, **kwargs})['plain']
+        res = evaluate_loaders(model, query_loader, gallery_loader, metric, main_only=False,  # every rank logs it
+                               **{'progress': False, **kwargs})['plain']
         return dict(rank1=res['cmc'][0], rank5=res['cmc'][min(4, len(res['cmc']) - 1)], mAP=res['mAP'])
     return val_fn

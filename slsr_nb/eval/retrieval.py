@@ -54,11 +54,12 @@ def evaluate_loaders(model:torch.nn.Module, # a `ReidNet` (or any model with `fe
                      query_loader, gallery_loader, # loaders of the query and the gallery images
                      metric:str='euclidean', rerank:bool=False, # distance; also re-ranked
                      protocol:dict|None=None, # `evaluate` protocol arguments (default: Market rules)
+                     main_only:bool=True, # under torchrun, score on rank 0 only (the others get {}); False: on every rank
                      **extract_kw, # `extract_features` arguments (device, amp, progress, distributed, ...)
                     )->dict:     # {'plain', 'rerank'?: results, 'query', 'gallery': features}; {} on ranks other than 0
     "Extract query and gallery features with `model`, then score them."
     q, g = extract_features(model, query_loader, **extract_kw), extract_features(model, gallery_loader, **extract_kw)
-    if extract_kw.get('distributed') is not False and not dist_info().is_main: return {}
+    if main_only and extract_kw.get('distributed') is not False and not dist_info().is_main: return {}
     return {**score_features(q, g, metric, rerank, **(protocol or {})), 'query': q, 'gallery': g}
 
 def evaluate_model(model:torch.nn.Module, # a trained `ReidNet`
