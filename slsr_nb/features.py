@@ -91,7 +91,7 @@ def extract_features(
     try:
         prec = _extraction_precision(amp, model, loader, dev, channels_last, which)
         with torch.inference_mode(), autocast(dev, prec.amp, prec.torch_dtype() if prec.amp else None):
-            for b, batch in enumerate(tqdm(iter(loader), total=len(loader), desc='features', leave=False, disable=not progress)):
+            for b, batch in enumerate(tqdm(iter(loader), total=len(loader) if hasattr(loader, '__len__') else None, desc='features', leave=False, disable=not progress)):
                 x, p, c, pa = _unpack(batch)
                 x = x.to(dev, non_blocking=True)
                 if channels_last: x = x.contiguous(memory_format=torch.channels_last)

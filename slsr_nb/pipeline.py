@@ -309,12 +309,11 @@ def _ablation_table(plan:dict, summary:dict, k_main)->list:
              'n_seeds': summary.get(g, {}).get('n', 0)}
             for c in plan['cells'] for kind, g in c['groups'].items()]
 
-def stage_report(ctx:Ctx, out:Path, plan:dict|None=None)->dict:
+def stage_report(ctx:Ctx, out:Path, plan:dict)->dict:
     "Collect every model's results (per seed) and their mean ± std per method and grid cell; one CMC figure of the methods."
     results, cmcs = _collect_results(ctx)
-    plan = plan or {'groups': {m: (m, ctx.params['seed']) for m in results if not m.endswith('+rerank')}, 'main': None, 'cells': []}
     summary = summarize_seeds(results, plan['groups'])
-    main = plan['main'] or list(summary)
+    main = plan['main']  # the run's own methods: the k x N cells are in the grid table, not the figure
     curves = {}
     for g in (x for x in summary if x.partition('+rerank')[0] in main):   # the mean CMC over seeds of each method
         members = [m for m, (grp, _) in plan['groups'].items() if grp == g.partition('+rerank')[0]]
