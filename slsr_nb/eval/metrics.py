@@ -359,7 +359,7 @@ def warm_kernels(verbose:bool=False, # print what was compiled or loaded, and ho
     if verbose: print('numba kernels ready: ' + ', '.join(f'{k} {v:.2f} s' for k, v in times.items()))
     return times
 
-# %% ../../nbs/09_eval.metrics.ipynb #d906e5fa
+# %% ../../nbs/09_eval.metrics.ipynb #b244b6d8
 NUMBA_START_ENV = 'SLSR_NUMBA_START'  # "0": no start-up thread at import
 
 def start_numba(background:bool=True, # in a daemon thread, so that the import does not wait for it

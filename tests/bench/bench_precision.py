@@ -67,7 +67,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     info = machine_info()
-    print(f"machine: {info['cpu']} | {info['cores']} cores | native bf16: {info['native_bf16']} {info['bf16_flags']} | "
+    print(f"machine: {info['cpu']} | {info['cores']} cores | native bf16: {info['native_bf16']} {info['flags']} | "
           f"torch {info['torch']}, {torch.get_num_threads()} threads | batch {a.batch}, medians of {a.repeats}")
     res = dict(machine=info, batch=a.batch, repeats=a.repeats, models={m: bench_model(m, a.batch, a.repeats) for m in a.models})
     if a.json:
