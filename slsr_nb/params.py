@@ -80,7 +80,8 @@ PARAMS = {
                           lo=0, hi=2**32-1, nullable=True, is_list=True),
     'ablation':     Param({}, (dict,), "the k x N grid of the paper's Table 2, e.g. {k: [3, 5], n_generated: [1000, 3000]} "
                           "(optional smoothing: the kinds run in every cell; default: the kinds of `smoothing` that train on "
-                          "generated images); every cell is fine-tuned once per seed; {}: off"),
+                          "generated images; optional seeds: the cells' seeds, default `seeds`); every cell is fine-tuned once per seed; "
+                          "a cell whose k is the run's own (fixed, or chosen by the silhouette) reuses its clustering and GANs; {}: off"),
     'num_workers':  Param(None, (int,), 'data-loader worker processes; None: by device (up to 8 per GPU, none on the CPU)', lo=0, hi=256, nullable=True),
     'amp':          Param(None, (bool,), 'bf16 autocast; None: chosen per stage by measurement (slsr_nb.precision), true/false: forced', nullable=True),
     'device':       Param(None, (str,), "'cpu', 'cuda', 'cuda:N'; None: automatic", nullable=True),
@@ -184,7 +185,7 @@ def base_kind(kind:str)->str:
     "A smoothing kind without its noise-layer suffix ('slsr+noise' -> 'slsr')."
     return kind.partition('+')[0]
 
-ABLATION_KEYS = ('k', 'n_generated', 'smoothing')
+ABLATION_KEYS = ('k', 'n_generated', 'smoothing', 'seeds')
 
 def _int_list_error(name, v, lo)->list:
     ok = isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v)
@@ -193,11 +194,12 @@ def _int_list_error(name, v, lo)->list:
 
 def ablation_errors(p:dict, # parameters, otherwise valid
                    )->list: # one message per problem of p['ablation']; [] when it is off or fine
-    "Check the `ablation` grid: lists of k (>= 2) and n_generated (>= 1), and kinds that train on generated images."
+    "Check the `ablation` grid: lists of k (>= 2), n_generated (>= 1) and seeds (>= 0), and kinds that train on generated images."
     a = p['ablation']
     if not a: return []
     errs = [f'ablation: unknown key {k!r} (keys: {", ".join(ABLATION_KEYS)})' for k in a if k not in ABLATION_KEYS]
     errs += _int_list_error('ablation.k', a.get('k'), 2) + _int_list_error('ablation.n_generated', a.get('n_generated'), 1)
+    if 'seeds' in a: errs += _int_list_error('ablation.seeds', a['seeds'], 0)
     gen = tuple(k for k in SMOOTHING_KINDS if base_kind(k) in GEN_KINDS)
     kinds = a.get('smoothing', [k for k in p['smoothing'] if k in gen])
     if not isinstance(kinds, list) or not kinds or any(k not in gen for k in kinds):

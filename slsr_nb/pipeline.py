@@ -6,7 +6,7 @@
 __all__ = ['GAN_OPTIONS', 'TRAIN_READS', 'UnsafePath', 'data_fingerprint', 'stage_data', 'check_data_fits', 'stage_baseline',
            'stage_features', 'stage_clusters', 'load_run_clusters', 'stage_gans', 'stage_generate',
            'generated_for_training', 'stage_finetune', 'stage_evaluate', 'summarize_seeds', 'stage_report',
-           'stage_cross_domain', 'finetune_seeds', 'ablation_cells', 'generation_names', 'generation_stages',
+           'stage_cross_domain', 'finetune_seeds', 'ablation_cells', 'run_k', 'generation_names', 'generation_stages',
            'method_stages', 'experiment_plan', 'pipeline_stages', 'run_pipeline', 'console_progress']
 
 # %% ../nbs/11b_pipeline.ipynb #8797fb55
@@ -343,15 +343,20 @@ def finetune_seeds(p:dict)->list:
     return list(p['seeds']) if p['seeds'] else [p['seed']]
 
 def ablation_cells(p:dict)->list:
-    "(k, n_generated, kinds) of every cell of the `ablation` grid, k-major; [] when it is off."
+    "(k, n_generated, kinds, seeds) of every cell of the `ablation` grid, k-major; [] when it is off."
     a = p['ablation']
     if not a: return []
     kinds = a.get('smoothing') or [k for k in p['smoothing'] if base_kind(k) in GEN_KINDS]
-    return [(k, n, list(kinds)) for k in a['k'] for n in a['n_generated']]
+    seeds = list(a.get('seeds') or finetune_seeds(p))
+    return [(k, n, list(kinds), seeds) for k in a['k'] for n in a['n_generated']]
 
-def generation_names(p:dict, k:int|None=None, n:int|None=None)->dict:
+def run_k(p:dict, chosen_k:int|None=None)->int|None:
+    "The run's own k: the fixed `k`, else the one its silhouette search chose (`chosen_k`, known once `clusters` ran)."
+    return p['k'] if p['k'] is not None else chosen_k
+
+def generation_names(p:dict, k:int|None=None, n:int|None=None, chosen_k:int|None=None)->dict:
     "Stage names of the clustering, GAN set and generation of a grid cell; the run's own where the cell is the run's k and N."
-    own_k = k is None or p['k'] == k
+    own_k = k is None or k == run_k(p, chosen_k)
     own = own_k and (n is None or n == p['n_generated'])
     return {'clusters': 'clusters' if own_k else f'clusters-k{k}', 'gans': 'gans' if own_k else f'gans-k{k}',
             'generate': 'generate' if own else f'generate-k{k}-n{n}'}
@@ -378,28 +383,31 @@ def method_stages(p:dict, kind:str, model:str, seed:int, names:dict|None)->list:
             Stage(f'evaluate-{model}', lambda c, o, m=model: stage_evaluate(c, o, f'finetune-{m}'), reads=('metric', 'rerank'),
                   deps=(f'finetune-{model}',), parallel=True)]
 
-def experiment_plan(p:dict)->dict:
+def experiment_plan(p:dict, chosen_k:int|None=None)->dict:
     "Every (kind, seed, grid cell) the parameters ask for: the model name of each, its group for mean ± std, and the cells."
-    tag = (lambda s: f'-s{s}') if p['seeds'] else (lambda s: '')
+    tag = (lambda s: f'-s{s}') if p['seeds'] or p['ablation'].get('seeds') else (lambda s: '')
     runs, groups, cells = [], {'baseline': ('baseline', p['seed'])}, []
-    for k, n, kinds in [(None, None, p['smoothing'])] + ablation_cells(p):
-        names = generation_names(p, k, n)
+    for k, n, kinds, seeds in [(None, None, p['smoothing'], finetune_seeds(p))] + ablation_cells(p):
+        names = generation_names(p, k, n, chosen_k)
         cell = '' if names['generate'] == 'generate' else f'-k{k}-n{n}'
-        row = {'k': k if k is not None else p['k'], 'n_generated': n if n is not None else p['n_generated'], 'groups': {}}
+        row = {'k': k if k is not None else run_k(p, chosen_k), 'n_generated': n if n is not None else p['n_generated'],
+               'groups': {}}
         for kind in kinds:
             uses_gen = base_kind(kind) in GEN_KINDS
             group = kind + (cell if uses_gen else '')
             row['groups'][kind] = group
-            for s in finetune_seeds(p):
+            for s in seeds:
                 model = group + tag(s)
                 if model not in groups: runs.append((kind, model, s, names if uses_gen else None, k, n)); groups[model] = (group, s)
         if k is not None: cells.append(row)
     return {'runs': runs, 'groups': groups, 'cells': cells, 'main': ['baseline', *p['smoothing']]}
 
-def pipeline_stages(params:dict)->list:
+def pipeline_stages(params:dict, # validated run parameters
+                    chosen_k:int|None=None, # the k the run's silhouette search chose, once known (see `run_pipeline`)
+                   )->list: # `Stage`s in order
     "The stages of Algorithm 1 for these parameters, in order: shared stages once, then one fine-tuning per kind, seed and cell."
     p, data = params, ('dataset', 'data_root', 'protocol')
-    plan = experiment_plan(p)
+    plan = experiment_plan(p, chosen_k)
     st = [Stage('data', stage_data, reads=data, fingerprint=_data_fp, check=check_data_fits),
           Stage('baseline', stage_baseline, reads=TRAIN_READS + ('weights', 'epochs'), deps=('data',), parallel=True),
           Stage('evaluate-baseline', lambda c, o: stage_evaluate(c, o, 'baseline'), reads=('metric', 'rerank'), deps=('baseline',), parallel=True)]
@@ -418,6 +426,10 @@ def pipeline_stages(params:dict)->list:
     return st
 
 # %% ../nbs/11b_pipeline.ipynb #cba6fcd1
+def _grid_waits_for_k(p:dict, stages:list)->bool:
+    "Whether an ablation grid depends on the k the run's silhouette search will choose (a grid k equal to it is the run's own)."
+    return bool(p['ablation']) and p['k'] is None and any(s.name == 'clusters' for s in stages)
+
 def run_pipeline(
     params:dict|None=None, # run parameters (see `PARAMS`); validated first
     stages:list|None=None, # the stages to chain; None: `pipeline_stages(params)`
@@ -425,7 +437,8 @@ def run_pipeline(
 )->dict:           # {'run_dir', 'metrics', 'timings', 'reused'}
     "Run (or resume) the SLSR pipeline into `params['run_dir']` and return where it is and its results."
     p = validate_params(params)
-    stages = pipeline_stages(p) if stages is None else stages
+    planned = stages is None
+    stages = pipeline_stages(p) if planned else stages
     main = dist_info().is_main  # under torchrun: rank 0 writes the run's files, every rank runs the parallel stages
     with RunFolder(p['run_dir'], log=log) as run:
         if main:
@@ -433,6 +446,10 @@ def run_pipeline(
             atomic_write_text(yaml.safe_dump(p, sort_keys=True), run.path/'params.yaml')
         ctx = Ctx(p, run)
         t0 = time.time()
+        if planned and _grid_waits_for_k(p, stages):  # run up to the clustering, then plan the grid with the chosen k
+            upto = [s.name for s in stages].index('clusters')
+            run_stages(stages[:upto + 1], ctx, until=p['stages'] if p['stages'] in {s.name for s in stages[:upto + 1]} else None)
+            if 'clusters' in ctx.results: stages = pipeline_stages(p, ctx.results['clusters']['k'])
         results = run_stages(stages, ctx, until=p['stages'])
         timings = {'stages': {k: round(v, 3) for k, v in run.timings.items()}, 'total': round(time.time() - t0, 3),
                    'reused': run.reused}

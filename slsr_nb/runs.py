@@ -188,12 +188,13 @@ def run_stages(
         if not names: raise ValueError(f'no stage {until!r} among {[s.name for s in stages]}')
         last = names[-1]
     for st in stages:
-        missing = [d for d in st.deps if d not in ctx.keys]
-        if missing: raise RuntimeError(f'stage {st.name!r} needs {missing} to run before it')
-        sctx = ctx.view(st)
-        k = ctx.keys[st.name] = st.key(sctx)
-        ctx.results[st.name] = ctx.run.stage(st.name, k, lambda out, st=st, sctx=sctx: st.fn(sctx, out), parallel=st.parallel)
-        if st.check is not None: st.check(sctx, ctx.results[st.name])
+        if st.name not in ctx.results:  # a stage runs (or is reused) once per context, however often it is listed
+            missing = [d for d in st.deps if d not in ctx.keys]
+            if missing: raise RuntimeError(f'stage {st.name!r} needs {missing} to run before it')
+            sctx = ctx.view(st)
+            k = ctx.keys[st.name] = st.key(sctx)
+            ctx.results[st.name] = ctx.run.stage(st.name, k, lambda out, st=st, sctx=sctx: st.fn(sctx, out), parallel=st.parallel)
+            if st.check is not None: st.check(sctx, ctx.results[st.name])
         if until is not None and st.name == last: break
     return ctx.results
 

@@ -92,13 +92,13 @@ def test_lsr_and_slsr_with_noise_run_through_the_pipeline(tiny_run, data_root):
 
 
 def test_comparison_with_seeds_and_grid_through_slsr_run(tiny_run, data_root, tmp_path):
-    """A comparison (2 kinds x 2 seeds) and a 1 x 1 k x N grid through `slsr run`, into the fixture's run folder: the
-    shared stages are reused, metrics.json has every seed's numbers and mean ± std; a second invocation reuses every
+    """A comparison (2 kinds x 2 seeds) and a 2 x 1 k x N grid with one seed through `slsr run`, into the fixture's run
+    folder: the shared stages are reused (the grid's k that the silhouette chose uses the run's clusters and GANs), metrics.json has every seed's numbers and mean ± std; a second invocation reuses every
     stage, and a run cut off after some fine-tunings resumes with only the missing ones."""
     slsr = shutil.which('slsr', path=str(Path(sys.executable).parent)) or shutil.which('slsr')
     pf = tmp_path/'cmp.yaml'
     pf.write_text(yaml.safe_dump(tiny_params(data_root, tiny_run['run_dir'], smoothing=['onehot', 'slsr'], seeds=[0, 1],
-                                             ablation={'k': [2], 'n_generated': [16], 'smoothing': ['slsr']})))
+                                             ablation={'k': [2, 3], 'n_generated': [16], 'smoothing': ['slsr'], 'seeds': [0]})))
     def run(*extra):
         r = subprocess.run([slsr, 'run', 'slsr_pipeline', '-f', pf, *extra], capture_output=True, text=True, timeout=900,
                            env={**os.environ, 'MPLBACKEND': 'Agg'})
@@ -107,16 +107,19 @@ def test_comparison_with_seeds_and_grid_through_slsr_run(tiny_run, data_root, tm
     t = run('-p', 'overwrite', 'true')
     assert {'data', 'baseline', 'evaluate-baseline', 'features', 'clusters', 'gans', 'generate'} <= set(t['reused'])
     ran = set(t['stages']) - set(t['reused'])
-    assert {'finetune-onehot-s0', 'finetune-onehot-s1', 'finetune-slsr-s0', 'finetune-slsr-s1', 'clusters-k2', 'gans-k2',
-            'generate-k2-n16', 'finetune-slsr-k2-n16-s0', 'finetune-slsr-k2-n16-s1', 'report'} <= ran, ran
     m = json.loads((Path(tiny_run['run_dir'])/'metrics.json').read_text())
+    chosen = m['clusters']['k']; other = 5 - chosen            # the silhouette chose 2 or 3: the grid's other k is new
+    assert {'finetune-onehot-s0', 'finetune-onehot-s1', 'finetune-slsr-s0', 'finetune-slsr-s1', f'clusters-k{other}',
+            f'gans-k{other}', f'generate-k{other}-n16', f'generate-k{chosen}-n16', 'finetune-slsr-k2-n16-s0',
+            'finetune-slsr-k3-n16-s0', 'report'} <= ran, ran
+    assert not {f'clusters-k{chosen}', f'gans-k{chosen}'} & set(t['stages'])   # the grid's chosen k is the run's own
     assert m['seeds'] == [0, 1]
-    assert {'baseline', 'onehot-s0', 'onehot-s1', 'slsr-s0', 'slsr-s1', 'slsr-k2-n16-s0', 'slsr-k2-n16-s1'} == set(m['results'])
+    assert {'baseline', 'onehot-s0', 'onehot-s1', 'slsr-s0', 'slsr-s1', 'slsr-k2-n16-s0', 'slsr-k3-n16-s0'} == set(m['results'])
     s = m['summary']['slsr']
     vals = [m['results'][f'slsr-s{i}']['rank1'] for i in (0, 1)]
     assert s['n'] == 2 and s['seeds'] == [0, 1] and s['rank1']['values'] == vals
     assert abs(s['rank1']['mean'] - sum(vals) / 2) < 0.006 and s['rank1']['std'] is not None
-    assert [(r['k'], r['n_generated'], r['smoothing'], r['n_seeds']) for r in m['ablation']] == [(2, 16, 'slsr', 2)]
+    assert [(r['k'], r['n_generated'], r['smoothing'], r['n_seeds']) for r in m['ablation']] == [(2, 16, 'slsr', 1), (3, 16, 'slsr', 1)]
     t2 = run('--in-process')                                   # the same command again: every stage reused
     assert t2['reused'] == list(t2['stages'])
     order = list(t2['stages'])                                 # as if the run had been stopped during finetune-slsr-s1:
