@@ -452,7 +452,7 @@ def run_pipeline(
             if 'clusters' in ctx.results: stages = pipeline_stages(p, ctx.results['clusters']['k'])
         results = run_stages(stages, ctx, until=p['stages'])
         timings = {'stages': {k: round(v, 3) for k, v in run.timings.items()}, 'total': round(time.time() - t0, 3),
-                   'reused': run.reused}
+                   'reused': run.reused, 'ran_in': run.ran_in}  # ran_in: what each stage took when it ran, reused or not
         if main: atomic_write_json(timings, run.path/'timings.json')
         ev = results.get('report')
         metrics = None
@@ -460,7 +460,7 @@ def run_pipeline(
             metrics = {'dataset': p['dataset'], 'protocol': ev.get('protocol', {}), 'backbone': p['backbone'],
                        'results': ev['results'], 'summary': ev.get('summary'), 'ablation': ev.get('ablation'),
                        'seeds': finetune_seeds(p), 'cmc': ev['cmc'], 'cmc_png': ev.get('cmc_png'),
-                       'seconds': timings['stages'],
+                       'seconds': {k: round(v, 3) for k, v in run.ran_in.items() if v is not None},  # when each stage ran
                        'clusters': {'k': results['clusters']['k'], 'sizes': results['clusters']['sizes']}
                                    if 'clusters' in results else None,
                        'gan_quality': results['generate'].get('gan_quality') if 'generate' in results else None,

@@ -122,7 +122,11 @@ def results_md(name:str|Path, # an entry of the store (name or folder)
     proto = (e['metrics'].get('protocol') or {}).get('protocol', '?')
     lines = [results_table(e['metrics'], markdown=True, footer=False), '',  # the data set and protocol are named below
              f"- **data**: {e['metrics'].get('dataset', '?')} data set, {proto} protocol, seed {e['params'].get('seed', '?')}"]
-    if t.get('stages'):
+    ran = {k: v for k, v in (t.get('ran_in') or {}).items() if v is not None}
+    if ran and t.get('reused'):   # a later invocation reused stages: the seconds each took when it ran
+        lines.append('- **time per stage, when it ran**: ' + ', '.join(f'{k} {_secs(v)}' for k, v in ran.items()) +
+                     f"; total {_secs(sum(ran.values()))}")
+    elif t.get('stages'):
         lines.append('- **time**: ' + (f"{_secs(t['total'])} wall; " if t.get('total') else '') +
                      ', '.join(f'{k} {_secs(v)}' for k, v in t['stages'].items()))
     lines.append(f"- **machine**: {machine_line(e['machine'])}; finished {run.get('finished', '?')[:10]}")

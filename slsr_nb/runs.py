@@ -65,6 +65,7 @@ class RunFolder:
     _lock_fd: Any = field(default=None, repr=False)
     timings: dict = field(default_factory=dict)
     reused: list = field(default_factory=list)
+    ran_in: dict = field(default_factory=dict) # seconds each stage took when it ran (now, or in the run it is reused from)
     token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False) # written into .lock while held
 
     def __post_init__(self): self.path = Path(self.path).expanduser().resolve()
@@ -118,7 +119,7 @@ class RunFolder:
         rec = broadcast_object(self._finished(d, key) if main else None)  # rank 0 decides for everyone
         if rec is not None:
             self.log(f'[{name}] finished earlier, reusing {d.relative_to(self.path)}')
-            self.reused.append(name); self.timings[name] = 0.0
+            self.reused.append(name); self.timings[name] = 0.0; self.ran_in[name] = rec.get('seconds')
             self.log(f'[{name}] done: reused (0.0s)')
             return rec['result']
         if main:
@@ -133,7 +134,7 @@ class RunFolder:
         if main:
             atomic_write_json({'stage': name, 'key': key, 'result': result, 'seconds': round(secs, 3), 'resumed': resumed,
                                'finished': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}, d/'done.json')
-        self.timings[name] = secs
+        self.timings[name] = self.ran_in[name] = secs
         self.log(f'[{name}] done: ran in {secs:.1f}s')
         # the same (JSON round-tripped) value a later reuse returns, rank 0's on every rank
         return broadcast_object(json.loads((d/'done.json').read_text())['result'] if main else None)
