@@ -472,7 +472,7 @@ def run_pipeline(
 
 # %% ../nbs/11b_pipeline.ipynb #43dc7d3f
 def console_progress()->Callable:
-    "In a notebook run by `slsr run`: send the kit's tqdm bars and the stage lines to the file the command echoes; returns the log function."
+    "In a notebook run by `slsr run`: send the kit's tqdm bars and the stage lines to the file the command echoes; returns the log function (`core.say`)."
     path = os.environ.get(PROGRESS_ENV)
     if not path: return print
     fh = open(path, 'a', buffering=1, encoding='utf-8')
@@ -487,6 +487,4 @@ def console_progress()->Callable:
     auto.tqdm = ConsoleTqdm  # kit modules imported from now on bind this one; those imported already are re-pointed
     for name, m in list(sys.modules.items()):
         if name.startswith('slsr_nb') and getattr(m, 'tqdm', None) is widget: m.tqdm = ConsoleTqdm
-    def log(*msg):
-        print(*msg); print(*msg, file=fh, flush=True)
-    return log
+    return say  # the stage lines: printed here and appended to the same file
