@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['IMG_EXTS', 'MARKET_PATTERN', 'MARKET_PATTERN_TEXT', 'MARKET_LAYOUT', 'CUHK03_PATTERN', 'CUHK03_PATTERN_TEXT',
            'CUHK03_LAYOUT', 'VIPER_PATTERN', 'VIPER_LAYOUT', 'FOLDER_PATTERN', 'FOLDER_PATTERN_TEXT', 'IMAGENET_MEAN',
-           'IMAGENET_STD', 'CACHE_VERSION', 'ReidData', 'relabel', 'register_dataset', 'list_datasets', 'split_stats',
-           'summarize', 'check_splits', 'load_dataset', 'parse_market_name', 'read_market_split', 'read_market_layout',
-           'market1501', 'dukemtmc', 'parse_cuhk03_name', 'extract_cuhk03_mat', 'cuhk03', 'viper', 'plain_folder',
-           'CorruptImageError', 'read_image', 'verify_images', 'build_transforms', 'image_cache_dir', 'decoded_images',
-           'uint8_pipeline', 'ImageDataset', 'IdentitySampler', 'collate_batch', 'loader_defaults', 'build_loader',
-           'synthetic']
+           'IMAGENET_STD', 'CACHE_VERSION', 'CACHE_BUDGET_ENV', 'ReidData', 'relabel', 'register_dataset',
+           'list_datasets', 'split_stats', 'summarize', 'check_splits', 'load_dataset', 'parse_market_name',
+           'read_market_split', 'read_market_layout', 'market1501', 'dukemtmc', 'parse_cuhk03_name',
+           'extract_cuhk03_mat', 'cuhk03', 'viper', 'plain_folder', 'CorruptImageError', 'read_image', 'verify_images',
+           'build_transforms', 'image_cache_dir', 'prune_image_cache', 'decoded_images', 'uint8_pipeline',
+           'ImageDataset', 'IdentitySampler', 'collate_batch', 'loader_defaults', 'build_loader', 'synthetic']
 
 # %% ../../nbs/01_data.datasets.ipynb #ffe17ab6
 import os, re, json, math, hashlib, random, shutil, warnings, contextlib
@@ -652,6 +652,36 @@ def _cache_keys(paths, size)->tuple:
     full = hashlib.sha256(json.dumps([lst, _stamps(paths)]).encode()).hexdigest()[:20]
     return full, lst
 
+CACHE_BUDGET_ENV = 'SLSR_IMAGE_CACHE_GB'  # the cache folder's size budget in GB (default 20)
+
+def _touch(f:Path):
+    try: os.utime(f)
+    except OSError: pass   # a read-only cache is still a cache
+
+def _size_or_0(p:Path)->int:
+    try: return p.stat().st_size
+    except FileNotFoundError: return 0   # removed meanwhile by another process
+
+def prune_image_cache(folder:Path, # the cache folder
+                      keep:Path|None=None, # a file never removed (the one just built)
+                      budget_gb:float|None=None, # None: $SLSR_IMAGE_CACHE_GB, else 20
+                     )->list: # the removed files, least recently used first
+    "Remove the least recently used cache files until the folder fits its size budget."
+    if budget_gb is None:
+        raw = os.environ.get(CACHE_BUDGET_ENV) or '20'
+        try: budget_gb = float(raw)
+        except ValueError: raise ValueError(f'{CACHE_BUDGET_ENV} must be a number of GB, got {raw!r}') from None
+    def last_use(p):
+        try: return p.stat().st_mtime
+        except FileNotFoundError: return math.inf
+    files = sorted(Path(folder).glob('*.u8'), key=last_use)
+    total, removed = sum(map(_size_or_0, files)), []
+    for p in files:
+        if total <= budget_gb * 1e9: break
+        if keep is not None and p == Path(keep): continue
+        total -= _size_or_0(p); p.unlink(missing_ok=True); removed.append(p)
+    return removed
+
 def _decode_one(path, size, resize):
     h, w = size
     im = read_image(path)
@@ -675,7 +705,9 @@ def decoded_images(paths:list, # image files
     if folder is not None:
         key, lst = _cache_keys(paths, (h, w))
         f = folder/f'{lst}-{key}.u8'
-        if f.is_file() and f.stat().st_size == math.prod(shape): return np.memmap(f, np.uint8, 'r', shape=shape)
+        if f.is_file() and f.stat().st_size == math.prod(shape):
+            _touch(f)   # used now: the last to be pruned
+            return np.memmap(f, np.uint8, 'r', shape=shape)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder/f'.{f.name}.{os.getpid()}.tmp'
         out = np.memmap(tmp, np.uint8, 'w+', shape=shape)
@@ -692,6 +724,7 @@ def decoded_images(paths:list, # image files
     os.replace(tmp, f)
     for old in folder.glob(f'{lst}-*.u8'):   # the same files at the same size, before they changed
         if old != f: old.unlink(missing_ok=True)
+    prune_image_cache(folder, keep=f)
     return np.memmap(f, np.uint8, 'r', shape=shape)
 
 # %% ../../nbs/01_data.datasets.ipynb #61d8bc87
