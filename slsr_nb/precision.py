@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['FLAGS', 'BF16_UNIT_ROUNDOFF', 'BF16_TOL', 'BF16_MAX_TOL', 'JITTER_TOL', 'cpu_flags', 'cpu_model', 'native_bf16_cpu',
-           'machine_info', 'median_time', 'rel_error', 'decide_precision', 'bf16_reference_error', 'Precision',
-           'choose_precision', 'preserved_rng', 'probe_batch', 'train_probe', 'forward_probe']
+           'machine_info', 'median_time', 'interleaved_medians', 'rel_error', 'decide_precision',
+           'bf16_reference_error', 'Precision', 'choose_precision', 'preserved_rng', 'probe_batch', 'train_probe',
+           'forward_probe']
 
 # %% ../nbs/00a_precision.ipynb #9d669c6c
 import os, math, time, random, platform, statistics, contextlib
@@ -79,6 +80,20 @@ def median_time(fn, # the step to time, called with no arguments
     for _ in range(reps):
         t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+def interleaved_medians(fns:list, # steps to compare, each called with no arguments
+                        reps:int=3, # timed calls of each
+                        warmup:int=1, # untimed calls of each first
+                       )->list: # median seconds per call of each, in the order of `fns`
+    "Median seconds of each step, timed in turns (A B A B ...), so that a burst of other work slows them alike."
+    if reps < 1: raise ValueError(f'interleaved_medians needs reps >= 1, got {reps}.')
+    for _ in range(warmup):
+        for fn in fns: fn()
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 # %% ../nbs/00a_precision.ipynb #427c6f4b
 BF16_UNIT_ROUNDOFF = 2.0 ** -8  # bf16: 7 stored significand bits + the implicit one
@@ -179,8 +194,8 @@ def choose_precision(
     if probe is None: return Precision(False, 'float32', 'no probe step to measure bf16 with')
     ref, out = probe(False), probe(True)
     bf16_outs = []
-    t32 = median_time(lambda: probe(False), reps)
-    t16 = median_time(lambda: bf16_outs.append(probe(True)), reps)   # the warm-up call and the timed ones, all kept
+    # in turns: other work on the machine (a loader's workers starting, another process) slows both alike
+    t32, t16 = interleaved_medians([lambda: probe(False), lambda: bf16_outs.append(probe(True))], reps)  # every bf16 output kept
     jitter = max(rel_error(o, out) for o in bf16_outs)
     if not jitter <= JITTER_TOL:  # identical calls, different (or NaN) outputs: a broken kernel, whatever its speed
         return Precision(False, 'float32', f'bf16 is not repeatable on this CPU: {len(bf16_outs) + 1} identical calls '

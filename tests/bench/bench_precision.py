@@ -12,7 +12,7 @@ keeps the bf16 rows to a few minutes. Run it alone (nothing else on the machine)
 import argparse, json, time, statistics
 import torch
 from slsr_nb.models import build_model
-from slsr_nb.precision import machine_info, median_time, choose_precision, train_probe, forward_probe, rel_error
+from slsr_nb.precision import machine_info, interleaved_medians, choose_precision, train_probe, forward_probe, rel_error
 from slsr_nb.testing import person_images
 
 SIZES = {'resnet50': (256, 128), 'mobilenet_v2': (128, 64), 'resnet18': (128, 64)}
@@ -48,7 +48,7 @@ def bench_model(arch, batch, repeats):
         auto = choose_precision('auto', torch.device('cpu'), probe=probe)
         decide_s = time.perf_counter() - t0
         fn = (lambda amp: _train_step(model, x, y, opt, amp)) if kind == 'train' else (lambda amp: _forward(model, x, amp))
-        t32 = median_time(fn(False), reps=repeats); t16 = median_time(fn(True), reps=repeats)
+        t32, t16 = interleaved_medians([fn(False), fn(True)], reps=repeats)   # in turns: noise hits both alike
         rows[kind] = dict(fp32=batch / t32, bf16=batch / t16, auto=batch / (t16 if auto.amp else t32),
                           auto_pick=auto.dtype, auto_reason=auto.reason, decide_s=round(decide_s, 2))
         print(f"{arch} {h}x{w} {kind:7s}: fp32 {rows[kind]['fp32']:7.1f} img/s | bf16 {rows[kind]['bf16']:7.1f} img/s "
