@@ -430,6 +430,10 @@ def _grid_waits_for_k(p:dict, stages:list)->bool:
     "Whether an ablation grid depends on the k the run's silhouette search will choose (a grid k equal to it is the run's own)."
     return bool(p['ablation']) and p['k'] is None and any(s.name == 'clusters' for s in stages)
 
+def _stages_through(stages:list, name:str)->list:
+    "The stages up to and including the one called `name`."
+    return stages[:[s.name for s in stages].index(name) + 1]
+
 def run_pipeline(
     params:dict|None=None, # run parameters (see `PARAMS`); validated first
     stages:list|None=None, # the stages to chain; None: `pipeline_stages(params)`
@@ -447,8 +451,8 @@ def run_pipeline(
         ctx = Ctx(p, run)
         t0 = time.time()
         if planned and _grid_waits_for_k(p, stages):  # run up to the clustering, then plan the grid with the chosen k
-            upto = [s.name for s in stages].index('clusters')
-            run_stages(stages[:upto + 1], ctx, until=p['stages'] if p['stages'] in {s.name for s in stages[:upto + 1]} else None)
+            first = _stages_through(stages, 'clusters')
+            run_stages(first, ctx, until=p['stages'] if p['stages'] in {s.name for s in first} else None)
             if 'clusters' in ctx.results: stages = pipeline_stages(p, ctx.results['clusters']['k'])
         results = run_stages(stages, ctx, until=p['stages'])
         timings = {'stages': {k: round(v, 3) for k, v in run.timings.items()}, 'total': round(time.time() - t0, 3),

@@ -115,12 +115,13 @@ def _secs(s:float)->str: return f'{s:.0f} s' if s < 90 else f'{int(s // 60)} min
 
 def results_md(name:str|Path, # an entry of the store (name or folder)
                store:str|Path|None=None, # the results store (default: `find_store()`)
+               per_seed:bool=True, # every model and seed's row; False: mean ± std over seeds only (see `results_table`)
               )->str:          # Markdown: the table, then stage times, command and machine
     "A stored run's results as a Markdown table, with the command and the machine that produced them."
     e = load_entry(name, store)
     t, run = e['timings'], e['run']
     proto = (e['metrics'].get('protocol') or {}).get('protocol', '?')
-    lines = [results_table(e['metrics'], markdown=True, footer=False), '',  # the data set and protocol are named below
+    lines = [results_table(e['metrics'], markdown=True, footer=False, per_seed=per_seed), '',  # data set, protocol: below
              f"- **data**: {e['metrics'].get('dataset', '?')} data set, {proto} protocol, seed {e['params'].get('seed', '?')}"]
     ran = {k: v for k, v in (t.get('ran_in') or {}).items() if v is not None}
     if ran and t.get('reused'):   # a later invocation reused stages: the seconds each took when it ran

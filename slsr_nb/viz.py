@@ -160,16 +160,19 @@ def _signed(v:dict)->str: return f"{v['mean']:+.2f} ± {v['std']:.2f} (" + ', '.
 def results_table(metrics:dict, # a run's metrics.json content (results; optionally summary, ablation, cross_domain)
                   markdown:bool=False, # Markdown (docs, results page) instead of plain text (console)
                   footer:bool=True, # end with the data set and protocol line
+                  per_seed:bool=True, # the row of every model and seed; False: only mean ± std where there are seeds
                  )->str:
     "A run's results: per model and seed, then mean ± std over seeds, the k x N grid and cross-domain results."
     rows, out = metrics['results'], []
     cols = _present(rows.values())
-    lines = _table({n: {c: f'{r[c]:.2f}' for c in cols if c in r} for n, r in rows.items()}, cols, markdown=markdown)
     summary = metrics.get('summary') or {}
-    if any(r['n'] > 1 for r in summary.values()):
+    seeded = any(r['n'] > 1 for r in summary.values())
+    lines = _table({n: {c: f'{r[c]:.2f}' for c in cols if c in r} for n, r in rows.items()}, cols, markdown=markdown) \
+            if per_seed or not seeded else []
+    if seeded:
         scols = _present(summary.values())
         srows = {g: {'seeds': str(r['n']), **{c: _pm(r[c]) for c in scols if c in r}} for g, r in summary.items()}
-        lines += ['', 'mean ± std over seeds (sample std)', ''] + _table(srows, ['seeds'] + scols, 'method', markdown)
+        lines += ([''] if lines else []) + ['mean ± std over seeds (sample std)', ''] + _table(srows, ['seeds'] + scols, 'method', markdown)
     pairs = paired_differences(summary)
     if pairs:
         pcols = _present(pairs.values(), ('rank1', 'mAP'))
