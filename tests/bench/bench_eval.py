@@ -17,6 +17,7 @@ from eval_reference import ref_eval_market, ref_re_ranking
 from slsr_nb.core import real_data_root
 from slsr_nb.eval.metrics import compute_distance_matrix, eval_market
 from slsr_nb.eval.rerank import re_ranking
+from slsr_nb.precision import interleaved_medians
 
 _NAME = re.compile(r'^(-?\d+)_c(\d)s\d_\d+_\d+\.jpg')   # a few real names end in .jpg.jpg
 
@@ -65,14 +66,6 @@ def read_floor(dist):
     row_max(dist[:2])   # compile outside the timing
     return lambda: row_max(dist)
 
-def in_turns(fns, runs):
-    "Median seconds of each function, timed a b a b ...: a burst of other work on the machine hits all of them."
-    ts = [[] for _ in fns]
-    for _ in range(runs):
-        for f, t in zip(fns, ts):
-            t0 = time.perf_counter(); f(); t.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in ts]
-
 def timed(fn, runs):
     ts = []
     for _ in range(runs):
@@ -115,7 +108,7 @@ def main(runs=5, ref_runs=3, skip_full_rerank=False, dim=128):
               f"valid queries {res['n_valid_queries']}/{res['n_queries']}")
 
     floor = read_floor(dist)
-    t_eval, t_floor = in_turns([lambda: eval_market(dist, **ids, max_rank=50), floor], max(runs, 5))
+    t_eval, t_floor = interleaved_medians([lambda: eval_market(dist, **ids, max_rank=50), floor], max(runs, 5))
     print(f'eval_market vs the read floor (one parallel pass over the {dist.nbytes/2**20:.0f} MiB of distances), in turns, '
           f'median of {max(runs, 5)}: {1000*t_eval:.0f} ms vs {1000*t_floor:.0f} ms ({t_eval/t_floor:.2f}x the floor; '
           f'{dist.nbytes/t_floor/1e9:.1f} GB/s read); goal <= 50 ms')
