@@ -434,6 +434,12 @@ def _stages_through(stages:list, name:str)->list:
     "The stages up to and including the one called `name`."
     return stages[:[s.name for s in stages].index(name) + 1]
 
+def _grid_gan_quality(results:dict)->dict|None:
+    "The GAN quality of each grid cell's own generation (`generate-k{k}-n{N}`), where it was scored."
+    q = {n: r['gan_quality'] for n, r in results.items()
+         if n.startswith('generate-') and 'clusters' in (r.get('gan_quality') or {})}
+    return q or None
+
 def run_pipeline(
     params:dict|None=None, # run parameters (see `PARAMS`); validated first
     stages:list|None=None, # the stages to chain; None: `pipeline_stages(params)`
@@ -468,6 +474,7 @@ def run_pipeline(
                        'clusters': {'k': results['clusters']['k'], 'sizes': results['clusters']['sizes']}
                                    if 'clusters' in results else None,
                        'gan_quality': results['generate'].get('gan_quality') if 'generate' in results else None,
+                       'gan_quality_grid': _grid_gan_quality(results),
                        'cross_domain': results.get('cross-domain'),
                        'stage_keys': {k: v[:12] for k, v in ctx.keys.items()}, 'params_sha256': params_digest(p)}
             if main: atomic_write_json(metrics, run.path/'metrics.json')
