@@ -187,7 +187,7 @@ def pipeline_figure(name:str|Path='demo', # a synthetic entry of the store (name
     if save: fig.savefig(save, dpi=110)
     return fig
 
-# %% ../nbs/results.ipynb #1dc97453
+# %% ../nbs/results.ipynb #1deed0ff
 def store_gan_comparison(out_dir:str|Path, # the --out folder of tests/bench/bench_gan_quality.py (holding compare.json)
                          command:str,      # the exact command that produced it
                          name:str,         # the entry's name, e.g. 'gan_variants_market1501'

@@ -209,7 +209,8 @@ def results_table(metrics:dict, # a run's metrics.json content (results; optiona
         lines += ['', 'GAN quality per cluster (consistency, precision, recall in %; KID in the re-id features, margin: '
                   'to the nearest other cluster minus to its own)', ''] + gan_quality_table(metrics['gan_quality'], markdown)
     if metrics.get('gan_quality_grid'):   # the grid's other generations, beside the run's own, as means over clusters
-        gens = {'generate': metrics['gan_quality'], **metrics['gan_quality_grid']} if metrics.get('gan_quality') else metrics['gan_quality_grid']
+        own = f"generate (the run's own, k={(metrics.get('clusters') or {}).get('k', '?')})"
+        gens = {own: metrics['gan_quality'], **metrics['gan_quality_grid']} if metrics.get('gan_quality') else metrics['gan_quality_grid']
         lines += ['', 'GAN quality per generation of the grid (worst cluster, then means over clusters)', ''] + \
                  gan_quality_summary(gens, markdown)
     proto = metrics.get('protocol') or {}
