@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['NUMBA_START_ENV', 'compute_distance_matrix', 'eval_market', 'multi_query_features', 'eval_cuhk03',
-           'average_over_splits', 'cmc_at', 'evaluate', 'warm_kernels', 'kit_kernels', 'load_cached_kernels',
-           'start_numba']
+           'average_over_splits', 'cmc_at', 'evaluate', 'warm_kernels', 'start_numba']
 
 # %% ../../nbs/09_eval.metrics.ipynb #2d4cf636
-import math, os, sys, threading, warnings, numbers
+import math, os, threading, warnings, numbers
 import numpy as np
 import numba
 from numba import njit, prange
@@ -363,33 +362,14 @@ def warm_kernels(verbose:bool=False, # print what was compiled or loaded, and ho
 # %% ../../nbs/09_eval.metrics.ipynb #b244b6d8
 NUMBA_START_ENV = 'SLSR_NUMBA_START'  # "0": no start-up thread at import
 
-def kit_kernels()->list:
-    "The numba kernels of this module and of `slsr_nb.eval.rerank`."
-    mods = (sys.modules[__name__], sys.modules[re_ranking.__module__])
-    return [v for m in mods for v in vars(m).values() if isinstance(v, numba.core.registry.CPUDispatcher)]
-
-def load_cached_kernels(kernels:list, # numba dispatchers (`@njit(cache=True)` functions)
-                       )->int:        # how many overloads were loaded
-    "Load every overload numba's disk cache holds for these kernels: no compiling (a stale cache lists none), no running."
-    n = 0
-    for k in kernels:
-        try: sigs = [key[0] for key in k._cache._cache_file._load_index()]  # numba's cache index: internal, so guarded
-        except Exception: continue                                           # another numba: the first call loads it
-        for sig in sigs:
-            if sig in k.overloads: continue
-            try: k.compile(sig); n += 1   # a cache hit: loads the machine code, under numba's compiler lock
-            except Exception: pass
-    return n
-
 def start_numba(background:bool=True, # in a daemon thread, so that the import does not wait for it
                )->threading.Thread|None: # the thread (None when it ran in the foreground)
-    "Run numba's once-per-process start-up (its typing and target tables) and load the kit's cached kernels ahead of the first call."
+    "Run numba's once-per-process start-up (its typing and target tables) ahead of the first kernel call."
     def start():
         from numba.core.compiler_lock import global_compiler_lock
         from numba.core.registry import cpu_target
         with global_compiler_lock:  # a kernel called meanwhile waits here instead of starting numba a second time
             cpu_target.typing_context.refresh(); cpu_target.target_context.refresh()
-        load_cached_kernels(kit_kernels())
     if not background: start(); return None
     t = threading.Thread(target=start, name='slsr-numba-start', daemon=True)
     t.start()
