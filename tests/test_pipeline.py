@@ -120,9 +120,9 @@ def test_comparison_with_seeds_and_grid_through_slsr_run(tiny_run, data_root, tm
     assert s['n'] == 2 and s['seeds'] == [0, 1] and s['rank1']['values'] == vals
     assert abs(s['rank1']['mean'] - sum(vals) / 2) < 0.006 and s['rank1']['std'] is not None
     assert [(r['k'], r['n_generated'], r['smoothing'], r['n_seeds']) for r in m['ablation']] == [(2, 16, 'slsr', 1), (3, 16, 'slsr', 1)]
-    gq = m['gan_quality_grid']                                 # each grid generation's own GAN quality, per cluster
-    assert set(gq) == {f'generate-k{chosen}-n16', f'generate-k{other}-n16'}, gq
-    assert [len(gq[f'generate-k{k}-n16']['clusters']) for k in (chosen, other)] == [chosen, other]
+    gq = m['gan_quality_grid']   # each grid generation's GAN quality, per cluster (a cluster of too few images: not scored)
+    assert gq and set(gq) <= {f'generate-k{chosen}-n16', f'generate-k{other}-n16'}, gq
+    assert all(len(q['clusters']) == int(name.split('-k')[1].split('-')[0]) for name, q in gq.items()), gq
     t2 = run('--in-process')                                   # the same command again: every stage reused
     assert t2['reused'] == list(t2['stages'])
     order = list(t2['stages'])                                 # as if the run had been stopped during finetune-slsr-s1:
