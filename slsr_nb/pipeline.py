@@ -188,7 +188,7 @@ def stage_gans(ctx:Ctx, out:Path)->dict:
     a = load_run_clusters(ctx)
     h, w = _gan_hw(p)
     gan.train_cluster_gans(list(a['paths']), a['labels'], out, height=h, width=w, seed=p['seed'], resume=True,
-                           epochs=p['gan_epochs'], batch_size=p['gan_batch_size'], device=p['device'], **_gan_options(p))
+                           epochs=p['gan_epochs'], batch_size=p['gan_batch_size'], device=p['device'], amp=p['amp'], **_gan_options(p))
     figs = []
     for c in range(ctx.result('clusters')['k']) if dist_info().is_main else ():
         cd = out/f'cluster_{c}'
@@ -367,7 +367,7 @@ def generation_stages(p:dict, names:dict, k:int|None=None, n:int|None=None)->lis
     return [Stage('features', stage_features, reads=('height', 'width'), deps=('baseline',), parallel=True),
             Stage(names['clusters'], stage_clusters, reads=('k', 'k_min', 'k_max', 'seed'), deps=('features',), version=2,
                   check=_check_clusters, overrides=ovk),
-            Stage(names['gans'], stage_gans, reads=('gan_size', 'gan_epochs', 'gan_batch_size', 'seed', *GAN_OPTIONS),
+            Stage(names['gans'], stage_gans, reads=('gan_size', 'gan_epochs', 'gan_batch_size', 'seed', 'amp', *GAN_OPTIONS),
                   deps=(names['clusters'],), parallel=True, inputs={'clusters': names['clusters']}),
             Stage(names['generate'], stage_generate, reads=('n_generated', 'height', 'width', 'seed', 'gan_quality_n'),
                   deps=(names['gans'],), parallel=True, overrides={**ovk, **({} if n is None else {'n_generated': n})},
