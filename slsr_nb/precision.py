@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['FLAGS', 'BF16_UNIT_ROUNDOFF', 'BF16_TOL', 'BF16_MAX_TOL', 'JITTER_TOL', 'cpu_flags', 'cpu_model', 'native_bf16_cpu',
            'machine_info', 'median_time', 'interleaved_medians', 'rel_error', 'decide_precision',
-           'bf16_reference_error', 'Precision', 'choose_precision', 'preserved_rng', 'probe_batch', 'train_probe',
-           'forward_probe']
+           'bf16_reference_error', 'Precision', 'widened_tol', 'choose_precision', 'StepCheck', 'preserved_rng',
+           'probe_batch', 'train_probe', 'forward_probe']
 
 # %% ../nbs/00a_precision.ipynb #9d669c6c
 import os, math, time, random, platform, statistics, contextlib
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from importlib.metadata import version, PackageNotFoundError
 from pathlib import Path
 import numpy as np
@@ -150,6 +150,9 @@ class Precision:
     amp_s: float|None = None
     rel_err: float|None = None
     ref_err: float|None = None  # `bf16_reference_error` of the probed network
+    by_speed: bool = False  # the verdict was the timing's (bf16 agreed with fp32): real steps may confirm or turn it
+    steps_fp32_s: float|None = None  # median seconds of the stage's own fp32 steps (`StepCheck`)
+    steps_amp_s: float|None = None  # ... and of its bf16 steps
     def torch_dtype(self)->torch.dtype: return getattr(torch, self.dtype)
     def to_dict(self)->dict: return asdict(self)
     def describe(self, name:str='')->str:
@@ -169,6 +172,12 @@ def _asked(amp)->bool|None:
 
 # %% ../nbs/00a_precision.ipynb #4fdf13eb
 JITTER_TOL = 2**-10 # two identical bf16 calls must agree this well (a quarter of bf16's unit roundoff)
+
+def widened_tol(tol:float, # the least tolerance (`BF16_TOL`)
+                expected:float|None, # `bf16_reference_error` of the network, if known
+               )->float:
+    "`tol`, widened to twice the network's ideal bf16 error (a deep network's bf16 pipeline is already that far off), at most `BF16_MAX_TOL`."
+    return max(tol, min(2 * (expected or 0), BF16_MAX_TOL))
 
 def choose_precision(
     amp, # True, False, or 'auto' / None (measure); 'bf16' / 'fp32' are accepted too
@@ -203,11 +212,44 @@ def choose_precision(
                          round(rel_error(out, ref), 6))
     err = rel_error(out, ref)
     if expected is None and hasattr(probe, 'reference'): expected = probe.reference()
-    tol = max(tol, min(2 * (expected or 0), BF16_MAX_TOL))   # a network whose ideal bf16 pipeline is already this far off
+    tol = widened_tol(tol, expected)
     use, why = decide_precision(t32, t16, err, margin, tol)
     if use and expected and tol > BF16_TOL: why += f' (tolerance widened by the ideal bf16 error of this network, {expected:.2g})'
     return Precision(use, 'bfloat16' if use else 'float32', why, round(t32, 5), round(t16, 5), round(err, 6),
-                     None if expected is None else round(expected, 6))
+                     None if expected is None else round(expected, 6), by_speed=err <= tol)
+
+# %% ../nbs/00a_precision.ipynb #3b5fc68f
+class StepCheck:
+    "Times a stage's own steps in fp32 and bf16, in turns after a warm-up, and confirms or turns a speed verdict."
+    def __init__(self, prec:Precision, # a verdict of `choose_precision` with `by_speed`
+                 warmup:int=3, # steps in `prec` first (the loader's workers starting, the first allocations)
+                 reps:int=4, # timed steps of each precision
+                 margin:float=1.15, tol:float=BF16_TOL): # the rule of `decide_precision`
+        self.prec, self.warmup, self.reps, self.margin, self.tol = prec, warmup, reps, margin, tol
+        self.times = ([], [])  # seconds of the fp32 steps, of the bf16 steps
+    @staticmethod
+    def wanted(prec:Precision)->bool: return bool(prec.by_speed)
+    def steps_needed(self)->int: return self.warmup + 2 * (self.reps + 1)
+    def _slot(self, i): j = i - self.warmup; return j if 0 <= j < 2 * (self.reps + 1) else None
+    def precision_for(self, i:int)->Precision:
+        "The precision of step `i` (0-based) of the stage."
+        j = self._slot(i)
+        if j is None: return self.prec
+        return Precision(True, 'bfloat16', 'step check') if j % 2 else Precision(False, 'float32', 'step check')
+    def record(self, i:int, seconds:float):
+        "Step `i` took `seconds` (the first step of each precision is a warm-up, not kept)."
+        j = self._slot(i)
+        if j is not None and j >= 2: self.times[j % 2].append(seconds)
+    @property
+    def done(self)->bool: return len(self.times[1]) >= self.reps
+    def verdict(self)->Precision:
+        "The precision for the rest of the stage, by the real steps' medians and the probe's agreement."
+        t32, t16 = (statistics.median(t) for t in self.times)
+        p = self.prec
+        use, why = decide_precision(t32, t16, p.rel_err, self.margin, widened_tol(self.tol, p.ref_err))
+        said = p.fp32_s / p.amp_s if p.amp_s else math.inf
+        return replace(p, amp=use, dtype='bfloat16' if use else 'float32', steps_fp32_s=round(t32, 5), steps_amp_s=round(t16, 5),
+                       reason=f'{why}, timed on {self.reps} real steps of each (the start-up probe had measured {said:.2f}x)')
 
 # %% ../nbs/00a_precision.ipynb #d358807a
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from .core import say, get_device, autocast, amp_dtype, seed_everything, atomic_
 from .models import param_groups, save_model, build_model
 from .data.datasets import load_dataset, build_transforms, build_loader
 from .eval.retrieval import evaluate_loaders
-from .precision import choose_precision, probe_batch, train_probe, Precision
+from .precision import choose_precision, probe_batch, train_probe, Precision, StepCheck
 from .distributed import dist_info, is_distributed, barrier, all_reduce_sum, any_rank, all_gather_objects
 
 # %% ../nbs/08_train.ipynb #37044663
@@ -149,8 +149,8 @@ def _labelled_hits(logits, batch):
     return lab.sum(), ((logits.argmax(1) == batch['pid']) & lab).sum()
 
 def _epoch(model, loader, extra_iters, opt, loss_fn, dev, prec, channels_last, max_steps, desc, progress,
-           deadline=None, scaler=None, sync_every=None):
-    "One pass over `loader` (`model` may be DDP-wrapped); loss and accuracy are summed over ranks."
+           deadline=None, scaler=None, sync_every=None, check=None):
+    "One pass over `loader` (`model` may be DDP-wrapped); loss and accuracy are summed over ranks; a `StepCheck`'s verdict joins the record."
     model.train()
     if isinstance(loss_fn, nn.Module): loss_fn.train()
     scaler = scaler or torch.amp.GradScaler(dev.type, enabled=False)
@@ -159,13 +159,19 @@ def _epoch(model, loader, extra_iters, opt, loss_fn, dev, prec, channels_last, m
     n_img, steps, synced, partial = 0, 0, 0, False
     total = len(loader) if hasattr(loader, '__len__') else None
     if max_steps and total is not None: total = min(total, max_steps)
+    if check and (total or 0) < check.steps_needed(): check = None  # too short an epoch to time both precisions
+    checked = None
     # one iterator, made here: tqdm.auto's class (tqdm_asyncio) calls iter() on what it wraps, which would start a
     # second, discarded DataLoader iterator that draws from the global RNG and shifts every augmentation after it
     bar = tqdm(iter(loader), desc=desc, leave=False, disable=not progress, total=total)
     for batch in bar:
         if extra_iters: batch = merge_batches([batch] + [next(i) for i in extra_iters])
         batch = _to(batch, dev)
-        loss, logits = _step(model, batch, opt, loss_fn, dev, prec, channels_last, scaler)
+        if check: p, t = check.precision_for(steps), time.perf_counter()
+        loss, logits = _step(model, batch, opt, loss_fn, dev, p if check else prec, channels_last, scaler)
+        if check:
+            check.record(steps, time.perf_counter() - t)  # a CPU step: done when _step returns
+            if check.done: prec = checked = check.verdict(); check = None
         n = len(batch['img']); n_img += n; steps += 1
         acc += torch.stack([loss.double() * n, *(v.double() for v in _labelled_hits(logits, batch))])
         stop = bool(max_steps and steps >= max_steps)
@@ -177,7 +183,8 @@ def _epoch(model, loader, extra_iters, opt, loss_fn, dev, prec, channels_last, m
     if not steps: raise ValueError('The training loader yielded no batches (empty data, or drop_last with fewer images than a batch).')
     if synced < steps: _sync(acc, n_img, desc, synced + 1, steps, bar)
     tot_loss, n_img, n_lab, n_hit = all_reduce_sum([*acc.tolist()[:1], n_img, *acc.tolist()[1:]])
-    return dict(loss=tot_loss / n_img, acc=n_hit / max(n_lab, 1), images=int(n_img), steps=steps, partial=partial)
+    rec = dict(loss=tot_loss / n_img, acc=n_hit / max(n_lab, 1), images=int(n_img), steps=steps, partial=partial)
+    return {**rec, 'precision': checked} if checked else rec
 
 def _sync(acc, n_img, desc, first, last, bar):
     "Read the accumulators back (the one host sync), stop on a non-finite loss, update the bar."
@@ -263,14 +270,21 @@ def _precision_and_scaler(amp, model, loader, dev, channels_last, out, info, pri
     return prec, torch.amp.GradScaler(dev.type, enabled=prec.amp and prec.dtype == 'float16')
 
 def _train_epoch(net, loader, extra_loaders, opt, sched, loss_fn, dev, prec, channels_last, scaler,
-                 epoch, epochs, max_steps, progress, deadline)->dict:
+                 epoch, epochs, max_steps, progress, deadline, check=None)->dict:
     "Epoch `epoch` (from 0): samplers pinned to it, one pass, one schedule step; its record, with the rates it ran at."
     _set_epoch([loader] + extra_loaders, epoch)
     rec = _epoch(net, loader, [iter(_cycle(l)) for l in extra_loaders], opt, loss_fn, dev, prec, channels_last,
-                 max_steps, f'epoch {epoch + 1}/{epochs}', progress, deadline, scaler)
+                 max_steps, f'epoch {epoch + 1}/{epochs}', progress, deadline, scaler, check=check)
     rec = dict(epoch=epoch + 1, **rec, lr_backbone=opt.param_groups[0]['lr'], lr_head=opt.param_groups[-1]['lr'])
     sched.step()
     return rec
+
+def _checked_precision(prec, hparams, out, info, progress)->Precision:
+    "A `StepCheck`'s verdict kept: the checkpoint's hyper-parameters, `precision.json`, the console."
+    hparams.update(amp=prec.amp, precision=prec.to_dict())
+    if info.is_main: atomic_write_json(prec.to_dict(), Path(out)/'precision.json')
+    if progress: say(prec.describe('training, on its own steps'))
+    return prec
 
 def _validate(model, val_fn, val_every, epoch, epochs, channels_last)->dict:
     "`val_fn`'s metrics when due (every `val_every` epochs and after the last; every rank: extraction splits), else {}."
@@ -325,10 +339,12 @@ def train_model(
                    weight_decay=weight_decay, step_size=step_size, gamma=gamma, seed=seed, amp=prec.amp,
                    precision=prec.to_dict(), batch_size=getattr(loader, 'batch_size', None), world_size=info.world_size)
     deadline = (time.time() + 60 * max_minutes) if max_minutes else None
+    check = StepCheck(prec) if start == 0 and not ddp and StepCheck.wanted(prec) else None  # a fresh run's first epoch
     for epoch in range(start, epochs):
         te = time.time()
         rec = _train_epoch(net, loader, extra_loaders, opt, sched, loss_fn, dev, prec, channels_last, scaler,
-                           epoch, epochs, max_steps, progress, deadline)
+                           epoch, epochs, max_steps, progress, deadline, check if epoch == start else None)
+        if 'precision' in rec: prec = _checked_precision(rec.pop('precision'), hparams, out, info, progress)
         rec.update(_validate(model, val_fn, val_every, epoch, epochs, channels_last))
         rec.update(time_s=round(time.time() - te, 2), img_per_s=round(rec['images'] / (time.time() - te), 1))
         log.append(rec)
