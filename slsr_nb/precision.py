@@ -218,7 +218,7 @@ def choose_precision(
     return Precision(use, 'bfloat16' if use else 'float32', why, round(t32, 5), round(t16, 5), round(err, 6),
                      None if expected is None else round(expected, 6), by_speed=err <= tol)
 
-# %% ../nbs/00a_precision.ipynb #3b5fc68f
+# %% ../nbs/00a_precision.ipynb #a2d3c987
 class StepCheck:
     "Times a stage's own steps in fp32 and bf16, in turns after a warm-up, and confirms or turns a speed verdict."
     def __init__(self, prec:Precision, # a verdict of `choose_precision` with `by_speed`

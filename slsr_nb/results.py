@@ -77,6 +77,18 @@ def _entry_info(command:str, finished:Path, folder:Path, note:str|None)->dict:
     if note: info['note'] = note
     return info
 
+def _write_entry(dest:Path, # the entry's folder in the store
+                 overwrite:bool, # replace an existing entry of that name
+                 fill, # fill(folder) writes the entry's files into `folder`
+                )->Path: # `dest`
+    "Write an entry whole or not at all: filled in a `.partial` folder beside it, which then replaces it."
+    if dest.exists() and not overwrite: raise FileExistsError(f'{dest} exists: pass overwrite=True to replace it')
+    tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    fill(tmp)
+    if dest.exists(): shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
 def store_run(run_dir:str|Path, # a finished run folder (holding metrics.json)
               command:str,      # the exact command that produced it, e.g. 'slsr demo'
               name:str|None=None, # the entry's name (default: the run folder's name)
@@ -88,21 +100,17 @@ def store_run(run_dir:str|Path, # a finished run folder (holding metrics.json)
     rd = Path(run_dir)
     if not (rd/'metrics.json').is_file(): raise FileNotFoundError(f'{rd} has no metrics.json: not a finished run folder')
     info = _entry_info(command, rd/'metrics.json', rd, note)
-    dest = Path(store or find_store())/(name or rd.resolve().name)
-    if dest.exists() and not overwrite: raise FileExistsError(f'{dest} exists: pass overwrite=True to replace it')
-    tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     m = json.loads((rd/'metrics.json').read_text())
-    for f in ('metrics.json', 'timings.json', 'params.yaml'):
-        if (rd/f).is_file(): shutil.copy2(rd/f, tmp/f)
-    if m.get('cmc') and (rd/m['cmc']).is_file(): shutil.copy2(rd/m['cmc'], tmp/'cmc.json')
-    own = rd/'machine.json'
-    mach = json.loads(own.read_text()) if own.is_file() else machine_info()
-    (tmp/'machine.json').write_text(json.dumps(mach, indent=1) + '\n')
-    if m.get('dataset') == 'synthetic': info['pipeline'] = _store_pipeline(rd, tmp/'pipeline')
-    (tmp/'run.json').write_text(json.dumps(info, indent=1) + '\n')
-    if dest.exists(): shutil.rmtree(dest)
-    tmp.rename(dest)
-    return dest
+    def fill(tmp):
+        for f in ('metrics.json', 'timings.json', 'params.yaml'):
+            if (rd/f).is_file(): shutil.copy2(rd/f, tmp/f)
+        if m.get('cmc') and (rd/m['cmc']).is_file(): shutil.copy2(rd/m['cmc'], tmp/'cmc.json')
+        own = rd/'machine.json'
+        mach = json.loads(own.read_text()) if own.is_file() else machine_info()
+        (tmp/'machine.json').write_text(json.dumps(mach, indent=1) + '\n')
+        if m.get('dataset') == 'synthetic': info['pipeline'] = _store_pipeline(rd, tmp/'pipeline')
+        (tmp/'run.json').write_text(json.dumps(info, indent=1) + '\n')
+    return _write_entry(Path(store or find_store())/(name or rd.resolve().name), overwrite, fill)
 
 # %% ../nbs/results.ipynb #4599cafa
 def load_entry(name:str|Path, # an entry name in the store, or an entry folder
@@ -117,6 +125,14 @@ def load_entry(name:str|Path, # an entry name in the store, or an entry folder
             'machine': rd('machine.json', {}), 'run': rd('run.json', {}), 'params': params or {}}
 
 def _secs(s:float)->str: return f'{s:.0f} s' if s < 90 else f'{int(s // 60)} min {s % 60:.0f} s'
+
+def _provenance_lines(run:dict, # an entry's run.json
+                      mach:dict, # its machine.json
+                     )->list: # two Markdown list items: the machine, the command
+    "Where a stored result comes from: the machine and the day, the command, its commit and the note."
+    return [f"- **machine**: {machine_line(mach)}; finished {run.get('finished', '?')[:10]}",
+            f"- **command**: `{run.get('command', '?')}`" + (f" at commit `{run['commit'][:10]}`" if run.get('commit') else '')
+            + (f". {run['note']}" if run.get('note') else '')]
 
 def results_md(name:str|Path, # an entry of the store (name or folder)
                store:str|Path|None=None, # the results store (default: `find_store()`)
@@ -135,10 +151,7 @@ def results_md(name:str|Path, # an entry of the store (name or folder)
     elif t.get('stages'):
         lines.append('- **time**: ' + (f"{_secs(t['total'])} wall; " if t.get('total') else '') +
                      ', '.join(f'{k} {_secs(v)}' for k, v in t['stages'].items()))
-    lines.append(f"- **machine**: {machine_line(e['machine'])}; finished {run.get('finished', '?')[:10]}")
-    lines.append(f"- **command**: `{run.get('command', '?')}`" + (f" at commit `{run['commit'][:10]}`" if run.get('commit') else '')
-                 + (f". {run['note']}" if run.get('note') else ''))
-    return '\n'.join(lines)
+    return '\n'.join(lines + _provenance_lines(run, e['machine']))
 
 def runs_md(store:str|Path|None=None, # the results store (default: `find_store()`)
            )->str:                    # Markdown: one section per entry, newest first
@@ -200,17 +213,13 @@ def store_gan_comparison(out_dir:str|Path, # the --out folder of tests/bench/ben
     if not (od/'compare.json').is_file():
         raise FileNotFoundError(f'{od} has no compare.json: not the output folder of bench_gan_quality.py / compare_gan_variants')
     info = {**_entry_info(command, od/'compare.json', od, note), 'kind': 'gan-comparison'}
-    dest = Path(store or find_store())/name
-    if dest.exists() and not overwrite: raise FileExistsError(f'{dest} exists: pass overwrite=True to replace it')
-    tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    shutil.copy2(od/'compare.json', tmp/'compare.json')
-    for v in json.loads((od/'compare.json').read_text())['variants']:
-        if (od/v/'samples.png').is_file(): shutil.copy2(od/v/'samples.png', tmp/f'{v}.png')
-    (tmp/'machine.json').write_text(json.dumps(machine_info(), indent=1) + '\n')
-    (tmp/'run.json').write_text(json.dumps(info, indent=1) + '\n')
-    if dest.exists(): shutil.rmtree(dest)
-    tmp.rename(dest)
-    return dest
+    def fill(tmp):
+        shutil.copy2(od/'compare.json', tmp/'compare.json')
+        for v in json.loads((od/'compare.json').read_text())['variants']:
+            if (od/v/'samples.png').is_file(): shutil.copy2(od/v/'samples.png', tmp/f'{v}.png')
+        (tmp/'machine.json').write_text(json.dumps(machine_info(), indent=1) + '\n')
+        (tmp/'run.json').write_text(json.dumps(info, indent=1) + '\n')
+    return _write_entry(Path(store or find_store())/name, overwrite, fill)
 
 def _gan_entry(name, store)->tuple:
     d = Path(name) if Path(name).is_dir() else Path(store or find_store())/str(name)
@@ -237,10 +246,7 @@ def gan_comparison_md(name:str|Path, # a GAN comparison entry (name or folder)
         over.append(f"| {v} | {100 * min(r['consistency'] for r in cl):.1f} | {sum(r['kid_own'] for r in cl) / len(cl):.3f} | "
                     f"{100 * sum(r['recall'] for r in cl) / len(cl):.1f} |")
     return '\n'.join([f"- **budget**: {budget} per cluster and variant, {c['n_per_cluster']} images generated and "
-                      f"real images scored per cluster", '', *rows, '', *over, '',
-                      f"- **machine**: {machine_line(mach)}; finished {run.get('finished', '?')[:10]}",
-                      f"- **command**: `{run['command']}`" + (f" at commit `{run['commit'][:10]}`" if run.get('commit') else '')
-                      + (f". {run['note']}" if run.get('note') else '')])
+                      f"real images scored per cluster", '', *rows, '', *over, '', *_provenance_lines(run, mach)])
 
 def gan_comparison_figure(name:str|Path, # a GAN comparison entry (name or folder)
                           store:str|Path|None=None, # the results store (default: `find_store()`)
