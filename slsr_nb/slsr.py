@@ -17,7 +17,7 @@ from .core import (get_device, seed_everything, atomic_write_json, atomic_write_
 from .losses import KINDS, SmoothingLoss, identity_sets
 from .models import build_model
 from .train import train_model
-from .data.datasets import build_transforms, ImageDataset, collate_batch
+from .data.datasets import build_transforms, ImageDataset, collate_batch, loader_defaults
 from .gan import read_manifest
 from .distributed import is_distributed, ShardedSampler
 
@@ -102,8 +102,9 @@ def build_mixed_loader(
     batch_size:int=32,  # images per batch
     gen_ratio:float|None=0.25, # share of generated images per batch (0: real images only)
     seed:int=0,         # order of the batches
-    num_workers:int=0,  # DataLoader workers
+    num_workers:int|None=0, # DataLoader workers; None: by device (`slsr_nb.data.datasets.loader_defaults`)
     cache=None,         # decoded-image cache: None (default folder), False (off) or a folder; see `image_cache_dir`
+    device=None,        # where the batches go (pinned memory and persistent workers on CUDA); None: `get_device()`
 )->torch.utils.data.DataLoader:
     "A training loader whose batches mix real and generated images in a fixed ratio (sharded over ranks under DDP)."
     if not real_records: raise ValueError('build_mixed_loader got no real training records.')
@@ -112,7 +113,7 @@ def build_mixed_loader(
     ds = ImageDataset(list(real_records) + gen_records, transform, cache)   # real and generated images decoded once
     bs = MixedBatchSampler(len(real_records), len(gen_records), batch_size, gen_ratio, seed)
     if is_distributed(): bs = ShardedSampler(bs)  # under DDP: this rank's batches of the one-process epoch
-    return torch.utils.data.DataLoader(ds, batch_sampler=bs, num_workers=num_workers, collate_fn=collate_batch)
+    return torch.utils.data.DataLoader(ds, batch_sampler=bs, collate_fn=collate_batch, **loader_defaults(device, num_workers))
 
 # %% ../nbs/08a_slsr.ipynb #9d112417
 def _load_head(model, weights)->bool:
@@ -155,7 +156,7 @@ def finetune(
     noise_diag:float=0.999, # initial diagonal of the noise layer
     model_fn=None,         # model_fn(n_classes) -> model, replacing build_model(arch, K, weights) (e.g. a tiny test net)
     init_head:bool=True,   # when `weights` is a baseline checkpoint with the same K, start from its classifier head too
-    num_workers:int=0,     # DataLoader workers
+    num_workers:int|None=0, # DataLoader workers; None: by device
     image_cache=None,      # decoded-image cache: None (default folder), False (off) or a folder
     device=None,           # None: `get_device()`
     progress:bool=True,    # show progress bars
@@ -174,9 +175,9 @@ def finetune(
     model = model_fn(K) if model_fn is not None else build_model(arch, K, weights=weights)
     if model_fn is None and init_head: _load_head(model, weights)
     tf = build_transforms(height, width, train=True, random_erase=random_erase)
-    loader = build_mixed_loader(data.train, gen_records if uses_gen else [], tf, batch_size,
-                                gen_ratio if uses_gen else 0, seed, num_workers, image_cache)
     dev = get_device(device) if not isinstance(device, torch.device) else device
+    loader = build_mixed_loader(data.train, gen_records if uses_gen else [], tf, batch_size,
+                                gen_ratio if uses_gen else 0, seed, num_workers, image_cache, dev)
     train_model(model, loader, out_dir, epochs=epochs, loss_fn=crit, device=dev, seed=seed, progress=progress,
                 **train_kw)
     return model, crit  # the loss holds what it learnt (the noise layer); the model's state dict holds none of it
