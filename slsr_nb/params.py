@@ -62,7 +62,10 @@ PARAMS = {
     'gan_loss':     Param('bce', (str,), "GAN loss: 'bce' (DCGAN) or 'hinge'", choices=GAN_LOSSES),
     'gan_augment':  Param(None, (str,), 'DiffAugment policy on real and fake images, e.g. "color,translation,cutout"; None: off', nullable=True),
     'gan_ema':      Param(None, (float,), "decay of an EMA of the generator's weights (e.g. 0.999), which then generates; None: off", lo=0, hi=1, nullable=True),
-    'gan_lr_d':     Param(None, (float,), "the discriminator's learning rate (two time scales); None: the generator's 2e-4", lo=0, hi=1, nullable=True),
+    'gan_lr':       Param(2e-4, (float,), "the generator's Adam learning rate (and the discriminator's unless gan_lr_d); DCGAN: 2e-4", lo=0, hi=1),
+    'gan_lr_d':     Param(None, (float,), "the discriminator's learning rate (two time scales, e.g. 4e-4 with gan_lr 1e-4); None: gan_lr", lo=0, hi=1, nullable=True),
+    'gan_beta1':    Param(0.5, (float,), 'Adam beta1 of both GAN networks (DCGAN: 0.5; SN-GAN / BigGAN with TTUR: 0.0)', lo=0, hi=1),
+    'gan_beta2':    Param(0.999, (float,), 'Adam beta2 of both GAN networks (DCGAN: 0.999; SN-GAN / BigGAN: 0.9)', lo=0, hi=1),
     'eval_on':      Param([], (list,), 'other data sets every model is also evaluated on (cross-domain): names or '
                           '{dataset, data_root, protocol, name} (see `slsr_nb.interop.parse_eval_on`)'),
     'gan_quality_n':Param(300, (int,), 'real and generated images per cluster scored by the GAN quality metrics (KID, precision/recall); 0: off', lo=0, hi=100000),
@@ -70,6 +73,8 @@ PARAMS = {
     'smoothing':    Param(['onehot', 'lsro', 'slsr'], (str,), 'label-smoothing kinds to fine-tune with (`slsr_nb.losses.KINDS`, '
                           'and lsro+noise / slsr+noise with a noise layer)', choices=SMOOTHING_KINDS, is_list=True),
     'finetune_epochs':Param(130, (int,), 'fine-tuning epochs of each smoothing kind', lo=0, hi=10000),
+    'finetune_step_size':Param(None, (int,), 'epochs between ×0.1 learning-rate steps of the fine-tuning (a short fine-tuning '
+                          'that ends at a lower rate ends less at the mercy of its last batches); None: step_size', lo=1, hi=10000, nullable=True),
     'eps':          Param(0.1, (float,), 'epsilon of `lsr`', lo=0, hi=1),
     'noise_layer':  Param(False, (bool,), 'learn a noise layer on generated images (every lsro/slsr kind)'),
     'metric':       Param('euclidean', (str,), 'retrieval distance', choices=('euclidean', 'cosine')),

@@ -176,7 +176,7 @@ def _check_clusters(ctx:Ctx, res:dict): load_run_clusters(ctx, res)
 # %% ../nbs/11b_pipeline.ipynb #9956fd74
 def _gan_hw(p): return p['gan_size'], p['gan_size'] // 2
 
-GAN_OPTIONS = ('gan_spectral_norm', 'gan_loss', 'gan_augment', 'gan_ema', 'gan_lr_d')  # the stabilisers (06_gan), off by default
+GAN_OPTIONS = ('gan_spectral_norm', 'gan_loss', 'gan_augment', 'gan_ema', 'gan_lr', 'gan_lr_d', 'gan_beta1', 'gan_beta2')  # the stabilisers and Adam's settings (06_gan); DCGAN's by default
 
 def _gan_options(p)->dict:
     "The GAN stage's stabiliser parameters as `train_gan` arguments."
@@ -251,7 +251,7 @@ def stage_finetune(ctx:Ctx, out:Path, kind:str)->dict:
     gen = generated_for_training(ctx, S) if base in GEN_KINDS else []
     sl.finetune(_data(ctx), out, method, gen, S if base == 'slsr' else None,
                 weights=str(_abs(ctx, ctx.result('baseline')['model'])), epochs=p['finetune_epochs'], eps=p['eps'],
-                **_train_kw(ctx))
+                **{**_train_kw(ctx), 'step_size': p['finetune_step_size'] or p['step_size']})
     return {'model': _rel(ctx, out/'model.pt'), 'method': method, 'n_generated': len(gen)}
 
 # %% ../nbs/11b_pipeline.ipynb #4c7717b5
@@ -378,7 +378,7 @@ def method_stages(p:dict, kind:str, model:str, seed:int, names:dict|None)->list:
     uses_gen = names is not None
     inputs = {'clusters': names['clusters'], 'generate': names['generate']} if uses_gen else {}
     extra = (('eps',) if base_kind(kind) == 'lsr' else ()) + (('noise_layer',) if uses_gen else ())
-    return [Stage(f'finetune-{model}', lambda c, o, k=kind: stage_finetune(c, o, k), reads=TRAIN_READS + ('finetune_epochs',) + extra,
+    return [Stage(f'finetune-{model}', lambda c, o, k=kind: stage_finetune(c, o, k), reads=TRAIN_READS + ('finetune_epochs', 'finetune_step_size') + extra,
                   deps=('baseline',) + tuple(inputs.values()), parallel=True, overrides={'seed': seed}, inputs=inputs),
             Stage(f'evaluate-{model}', lambda c, o, m=model: stage_evaluate(c, o, f'finetune-{m}'), reads=('metric', 'rerank'),
                   deps=(f'finetune-{model}',), parallel=True)]

@@ -91,6 +91,17 @@ def test_lsr_and_slsr_with_noise_run_through_the_pipeline(tiny_run, data_root):
     run_pipeline(tiny_params(data_root, tiny_run['run_dir'], overwrite=True), log=lambda *a: None)  # back to the fixture's
 
 
+def test_finetune_step_size_decays_the_finetuning_only(tiny_run, data_root):
+    "finetune_step_size: the fine-tuning's learning rate steps down after that many epochs; the baseline is reused."
+    r = run_pipeline(tiny_params(data_root, tiny_run['run_dir'], smoothing=['onehot'], finetune_epochs=2,
+                                 finetune_step_size=1, overwrite=True), log=lambda *a: None)
+    assert 'baseline' in r['reused'] and 'finetune-onehot' not in r['reused']
+    (ft,) = (Path(tiny_run['run_dir'])/'stages').glob('finetune-onehot-*')
+    lrs = [json.loads(l)['lr_head'] for l in (ft/'log.jsonl').read_text().splitlines()]
+    assert lrs == pytest.approx([0.05, 0.005])   # the default lr_head, then x0.1 after one epoch
+    run_pipeline(tiny_params(data_root, tiny_run['run_dir'], overwrite=True), log=lambda *a: None)  # back to the fixture's
+
+
 def test_comparison_with_seeds_and_grid_through_slsr_run(tiny_run, data_root, tmp_path):
     """A comparison (2 kinds x 2 seeds) and a 2 x 1 k x N grid with one seed through `slsr run`, into the fixture's run
     folder: the shared stages are reused (the grid's k that the silhouette chose uses the run's clusters and GANs), metrics.json has every seed's numbers and mean ± std; a second invocation reuses every
