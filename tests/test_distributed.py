@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TORCHRUN = shutil.which('torchrun', path=str(BIN)) or shutil.which('torchrun')
 SLSR = shutil.which('slsr', path=str(BIN)) or shutil.which('slsr')
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg', 'SLSR_DEVICE': 'cpu'}
+# fp32 everywhere: 'auto' times bf16 in every process, and on a CPU with native bf16 two ranks (or the one process)
+# can choose differently, which makes runs that must be equal differ by bf16 rounding (seen: weights 2.4e-5 apart)
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg', 'SLSR_DEVICE': 'cpu', 'SLSR_AMP': 'fp32'}
 
 
 def _torchrun(*args, nproc=2, timeout=600, cwd=None):
