@@ -89,8 +89,11 @@ def write_torchreid(path, d):
 
 def layumi_eval(qf, ql, qc, gf, gl, gc):
     """layumi's evaluate_gpu.py protocol in NumPy (re-implemented from its description): rank the gallery by the dot
-    product, drop junk (-1) and same-camera matches, official (trapezoid) AP, CMC and mAP divided by all queries."""
+    product, drop junk (-1) and same-camera matches, official (trapezoid) AP, CMC and mAP divided by all queries.
+    The products are summed in float64: layumi's float32 ones order features closer than float32's seven digits by
+    the summation order of the GPU's kernel, which no other program reproduces."""
     cmc, ap = np.zeros(len(gl)), 0.0
+    qf, gf = qf.astype(np.float64), gf.astype(np.float64)
     for i in range(len(ql)):
         order = np.argsort(-(gf @ qf[i]), kind='stable')
         same_id, same_cam = gl[order] == ql[i], gc[order] == qc[i]

@@ -20,7 +20,7 @@ def _as_tensor(x, name):
     import torch
     t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.ndim != 2: raise ValueError(f'{name} must be a 2-d (n, dim) feature array, got shape {tuple(t.shape)}')
-    t = t.float()
+    t = t.double()   # summed in float64: see above
     if not torch.isfinite(t).all(): raise ValueError(f'{name} holds NaN or inf values; cannot compute distances')
     return t
 
@@ -30,7 +30,7 @@ def compute_distance_matrix(
     metric:str='euclidean', # 'euclidean' (L2), 'sqeuclidean' or 'cosine' (1 - cosine similarity)
     chunk:int=1024, # query rows computed at a time
 )->np.ndarray: # (n_query, n_gallery) float32 distances, smaller is closer
-    "Pairwise query-gallery distances, computed in chunks of query rows."
+    "Pairwise query-gallery distances, computed in float64 in chunks of query rows, stored in float32."
     import torch
     q, g = _as_tensor(qf, 'qf'), _as_tensor(gf, 'gf')
     if q.shape[1] != g.shape[1]:
@@ -49,7 +49,7 @@ def compute_distance_matrix(
             else:
                 d = ((qc * qc).sum(1, keepdim=True) + g2[None] - 2 * ip).clamp_(min=0)
                 if metric == 'euclidean': d = d.sqrt_()
-            out[s:s+chunk] = d.numpy()
+            out[s:s+chunk] = d.numpy()   # rounded to float32 here
     return out
 
 # %% ../../nbs/09_eval.metrics.ipynb #d6e5770e
