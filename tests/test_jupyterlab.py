@@ -246,9 +246,12 @@ def explore(page, base, token, emb, pids, art=ART, timings=None):
     assert _n_selected(b) == int((pids == pid_shown).sum()) and '1 identities' in b, (b, pid_shown)
     _wait_for(page, lambda: id_sel.input_value() == str(pid_shown), 'the identity menu showing the clicked identity', 10)
     page.screenshot(path=str(art/'3_identity.png'))
-    # box selection (the lasso tool in box mode): a montage and the breakdown of what is inside
+    # box selection (the lasso tool in box mode): a montage and the breakdown of what is inside. The box holds the
+    # left half of the points (a box in the map's middle can hold none: a UMAP of two clusters may leave it empty)
     before = _breakdown(page)
-    x0, y0, x1, y1 = box['x'] + box['width'] * .2, box['y'] + box['height'] * .2, box['x'] + box['width'] * .8, box['y'] + box['height'] * .8
+    lo, hi = pts.min(0), pts.max(0)
+    x0, y0 = float(max(lo[0] - 8, box['x'] + 2)), float(max(lo[1] - 8, box['y'] + 2))
+    x1, y1 = float(np.median(pts[:, 0])) + .5, float(min(hi[1] + 8, box['y'] + box['height'] - 2))
     page.locator('.slsr-explorer button[title="Activate lasso selection"]').click()   # the lasso tool, box-shaped
     page.mouse.move(x0, y0); page.mouse.down()
     for j in range(1, 13): page.mouse.move(x0 + (x1 - x0) * j / 12, y0 + (y1 - y0) * j / 12); page.wait_for_timeout(25)
