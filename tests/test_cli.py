@@ -88,6 +88,7 @@ def test_run_executes_a_notebook_into_the_run_folder(tmp_path):
     assert c == 0, err
     assert (tmp_path/'r1'/'x.txt').read_text() == '42'          # out_dir defaults to the run folder
     assert (tmp_path/'r1'/'nb.ipynb').is_file()                  # the executed notebook is the run's log
+    assert 'IPKernelApp' not in err and 'without encryption' not in err, err   # the kernel's own log: errors only
 
 
 def test_failing_notebook_exit_codes_keep_the_partial_log(tmp_path):
@@ -130,6 +131,7 @@ def test_papermill_run_shows_stages_and_progress_on_the_console(papermill_run):
     "Without -v: one line per stage as it starts and as it ends (name, ran/reused, seconds), and the tqdm bars."
     err = papermill_run['err']
     lines = [l for l in err.replace('\r', '\n').splitlines() if l.strip()]
+    assert lines[0].startswith('[data] running in stages/data-'), lines[:3]   # the first line is the first stage's
     for st in ('data', 'baseline', 'evaluate-baseline', 'features', 'clusters', 'gans', 'generate', 'finetune-slsr', 'report'):
         start = next(i for i, l in enumerate(lines) if l.startswith(f'[{st}] running in stages/{st}-'))
         end = next(i for i, l in enumerate(lines) if l.startswith(f'[{st}] done: ran in ') and l.endswith('s'))
