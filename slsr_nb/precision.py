@@ -227,8 +227,6 @@ class StepCheck:
                  margin:float=1.15, tol:float=BF16_TOL): # the rule of `decide_precision`
         self.prec, self.warmup, self.reps, self.margin, self.tol = prec, warmup, reps, margin, tol
         self.times = ([], [])  # seconds of the fp32 steps, of the bf16 steps
-    @staticmethod
-    def wanted(prec:Precision)->bool: return bool(prec.by_speed)
     def steps_needed(self)->int: return self.warmup + 2 * (self.reps + 1)
     def _slot(self, i): j = i - self.warmup; return j if 0 <= j < 2 * (self.reps + 1) else None
     def precision_for(self, i:int)->Precision:

@@ -206,6 +206,10 @@ def load_checkpoint(path:str|Path, # a `last.pt` written by `train_model`
     "A training checkpoint read onto the CPU (state dicts copy to the parameters' device; RNG states must stay CPU tensors)."
     return safe_load(path, map_location='cpu')
 
+def _save_precision(prec:Precision, out:Path, info):
+    "The stage's precision verdict as `out/precision.json` (rank 0 writes it)."
+    if info.is_main: atomic_write_json(prec.to_dict(), Path(out)/'precision.json')
+
 def _stage_precision(amp, model, loader, dev, channels_last, out, info, prior=None):
     "The training precision: the checkpoint's on resume (exact resume), else `choose_precision` on a probe of the model."
     if prior: return Precision(**prior)
@@ -216,7 +220,7 @@ def _stage_precision(amp, model, loader, dev, channels_last, out, info, prior=No
         return train_probe(model, x.contiguous(memory_format=torch.channels_last) if channels_last else x, dev)
     needs_probe = not (isinstance(amp, bool) or dev.type == 'cuda')
     prec = choose_precision(amp, dev, probe=probe_fn() if needs_probe else None)
-    if info.is_main: atomic_write_json(prec.to_dict(), Path(out)/'precision.json')
+    _save_precision(prec, out, info)
     return prec
 
 # %% ../nbs/08_train.ipynb #89ea0abe
@@ -282,7 +286,7 @@ def _train_epoch(net, loader, extra_loaders, opt, sched, loss_fn, dev, prec, cha
 def _checked_precision(prec, hparams, out, info, progress)->Precision:
     "A `StepCheck`'s verdict kept: the checkpoint's hyper-parameters, `precision.json`, the console."
     hparams.update(amp=prec.amp, precision=prec.to_dict())
-    if info.is_main: atomic_write_json(prec.to_dict(), Path(out)/'precision.json')
+    _save_precision(prec, out, info)
     if progress: say(prec.describe('training, on its own steps'))
     return prec
 
@@ -339,7 +343,7 @@ def train_model(
                    weight_decay=weight_decay, step_size=step_size, gamma=gamma, seed=seed, amp=prec.amp,
                    precision=prec.to_dict(), batch_size=getattr(loader, 'batch_size', None), world_size=info.world_size)
     deadline = (time.time() + 60 * max_minutes) if max_minutes else None
-    check = StepCheck(prec) if start == 0 and not ddp and StepCheck.wanted(prec) else None  # a fresh run's first epoch
+    check = StepCheck(prec) if start == 0 and not ddp and prec.by_speed else None  # a fresh run's first epoch
     for epoch in range(start, epochs):
         te = time.time()
         rec = _train_epoch(net, loader, extra_loaders, opt, sched, loss_fn, dev, prec, channels_last, scaler,
