@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from .core import (say, get_device, autocast, atomic_save, atomic_write_json, atomic_write_text, atomic_path,
                           safe_load, fresh_dir, real_data_root)
-from .precision import choose_precision, train_probe, Precision
+from .precision import choose_precision, train_probe, Precision, StepCheck
 from .data.datasets import decoded_images, read_image
 from .distributed import is_distributed, dist_info, assign_clusters, all_gather_objects, barrier, merge_manifests
 
@@ -349,22 +349,27 @@ def _resume(path:Path, st:dict, cfg:dict)->tuple:
     for k, m in st.items(): m.load_state_dict(ck[k])
     return ck['history'], ck['epoch']
 
-def _train_epoch(st:dict, images, cfg:dict, epoch:int, dev, amp:bool, mf, bar)->tuple:
-    "The steps of one epoch; returns (D losses, G losses, seconds)."
+def _train_epoch(st:dict, images, cfg:dict, epoch:int, dev, amp:bool, mf, bar, check=None)->tuple:
+    "The steps of one epoch, a `StepCheck` timing its first ones when given; returns (D losses, G losses, seconds, its verdict or None)."
     G, D, bs = st['G'], st['D'], cfg['batch_size']
     G.train(); D.train()
     steps, rng = cfg['n_images'] // bs, _epoch_rng(cfg['seed'], epoch)
     perm = torch.randperm(cfg['n_images'], generator=rng)
     arng = _epoch_rng(cfg['seed'], epoch, salt=2)
     augment = (lambda x: diff_augment(x, cfg['augment'], arng)) if cfg['augment'] else None
-    ld, lg, t0 = [], [], time.perf_counter()
+    if check and steps < check.steps_needed(): check = None  # too short an epoch to time both precisions
+    ld, lg, verdict, t0 = [], [], None, time.perf_counter()
     for i in range(steps):
         real = _to_unit(images[perm[i * bs:(i + 1) * bs]].to(dev)).contiguous(memory_format=mf)
         z = sample_noise(bs, cfg['nz'], rng).to(dev)
+        if check: amp, t = check.precision_for(i).amp, time.perf_counter()
         d, g = gan_step(G, D, st['opt_g'], st['opt_d'], real, z, amp, cfg['loss'], augment)
+        if check:
+            check.record(i, time.perf_counter() - t)  # a CPU step: done when gan_step returns
+            if check.done: verdict = check.verdict(); amp, check = verdict.amp, None
         if 'G_ema' in st: ema_update_(st['G_ema'], G, cfg['ema'], epoch * steps + i)
         ld.append(d); lg.append(g); bar.update(1)
-    return torch.stack(ld).float().cpu().tolist(), torch.stack(lg).float().cpu().tolist(), time.perf_counter() - t0
+    return torch.stack(ld).float().cpu().tolist(), torch.stack(lg).float().cpu().tolist(), time.perf_counter() - t0, verdict
 
 def _check_finite(ld:list, lg:list, name:str, epoch:int, ckpt:Path):
     "Raise FloatingPointError, naming the loss, epoch and step, if a loss of this epoch is NaN or infinite."
@@ -410,6 +415,12 @@ def _gan_precision(amp, st, images, cfg, dev, channels_last, out, resuming)->Pre
     if prec.amp and prec.dtype == 'float16':  # gan_step has no gradient scaler: fp16 gradients could underflow
         prec = Precision(False, 'float32', 'this GPU has no native bf16 and the GAN step has no gradient scaler')
     atomic_write_json(prec.to_dict(), f)
+    return prec
+
+def _keep_checked_precision(prec:Precision, out:Path, progress:bool, name:str)->Precision:
+    "A `StepCheck`'s verdict kept: `precision.json` (what a resumed run reads) and the console."
+    atomic_write_json(prec.to_dict(), Path(out)/'precision.json')
+    if progress: say(prec.describe(f'{name}, on its own steps'))
     return prec
 
 def _open_run(out_dir, resume, overwrite, cfg, dev, channels_last, amp, images, progress, name)->tuple:
@@ -460,9 +471,12 @@ def train_gan(
     mf = torch.channels_last if channels_last else torch.contiguous_format
     bar = tqdm(total=epochs * (n // bs), initial=min(start, epochs) * (n // bs), desc=name, disable=not progress)
     t_call, budget_hit = time.perf_counter(), False
+    check = StepCheck(prec) if start == 0 and prec.by_speed else None  # a fresh run's first epoch confirms a verdict of speed
     try:
         for epoch in range(start, epochs):
-            ld, lg, secs = _train_epoch(st, images, cfg, epoch, dev, prec.amp, mf, bar)
+            ld, lg, secs, verdict = _train_epoch(st, images, cfg, epoch, dev, prec.amp, mf, bar, check)
+            check = None
+            if verdict: prec = _keep_checked_precision(verdict, out, progress, name)
             _check_finite(ld, lg, name, epoch, out/'last.pt')
             _end_epoch(st, cfg, out, epoch, fixed, (ld, lg, secs), history, show)
             bar.set_postfix(loss_d=f'{history[-1]["loss_d"]:.3f}', loss_g=f'{history[-1]["loss_g"]:.3f}')
