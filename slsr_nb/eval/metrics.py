@@ -8,11 +8,11 @@ __all__ = ['NUMBA_START_ENV', 'compute_distance_matrix', 'eval_market', 'multi_q
 
 # %% ../../nbs/09_eval.metrics.ipynb #2d4cf636
 import math, os, threading, warnings, numbers
+from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numba
-from numba import njit, prange
+from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros   # numba's count-trailing-zeros intrinsic (undefined for 0)
-from ..core import keep_torch_threads
 from .rerank import re_ranking, re_ranking_features
 
 # %% ../../nbs/09_eval.metrics.ipynb #9520a381
@@ -81,18 +81,17 @@ def _before(pd, pj, L, d, k)->int:
     for p in range(L): b += np.int32((pd[p] < d) | ((pd[p] == d) & (pj[p] < k)))
     return b
 
-@njit(cache=True, parallel=True)
-def _match_ranks(distmat, # (n_query, n_gallery) distances, C-contiguous
-                 q_pids, q_cams, g_pids, g_cams, # IDs and cameras (int64)
-                 order, starts, ends, # gallery indices sorted by ID; query i's ID occupies order[starts[i]:ends[i]]
-                 max_pos, # the largest number of gallery images of one ID
-                ):        # (ranks (n_query, max_pos), npos (n_query,), has_nan (n_query,))
-    "0-based rank of each true match among the valid gallery entries, per query, in one pass over the row."
-    nq, ng = distmat.shape
-    L = (max(max_pos, 1) + 7) // 8 * 8                  # match slots, a multiple of the vector width
-    ranks = np.full((nq, max(max_pos, 1)), -1, np.int64)
-    npos, has_nan = np.zeros(nq, np.int64), np.zeros(nq, np.bool_)
-    for i in prange(nq):
+@njit(cache=True, nogil=True)
+def _match_rows(distmat, # (n_query, n_gallery) distances, C-contiguous
+                q_pids, q_cams, g_pids, g_cams, # IDs and cameras (int64)
+                order, starts, ends, # gallery indices sorted by ID; query i's ID occupies order[starts[i]:ends[i]]
+                lo, hi, # the block of query rows to rank: lo <= i < hi
+                ranks, npos, has_nan, # out: (n_query, max_pos) ranks (-1 filled), (n_query,) counts, (n_query,) NaN flags
+               ):
+    "0-based rank of each true match among the valid gallery entries, per query of rows lo..hi, in one pass over each row."
+    ng = distmat.shape[1]
+    L = (ranks.shape[1] + 7) // 8 * 8                  # match slots, a multiple of the vector width
+    for i in range(lo, hi):
         row, qp = distmat[i], q_pids[i]
         pd, pj = np.full(L, np.inf, distmat.dtype), np.zeros(L, np.int64)
         P = _sorted_matches(row, order[starts[i]:ends[i]], g_cams, q_cams[i], pd, pj)
@@ -116,6 +115,21 @@ def _match_ranks(distmat, # (n_query, n_gallery) distances, C-contiguous
         for p in range(P):                 # hist[P]: entries tied with the hardest match but after it
             c += hist[p]
             ranks[i, p] = c + p
+
+def _match_ranks(distmat, q_pids, q_cams, g_pids, g_cams, order, starts, ends, # as `_match_rows`
+                 max_pos:int, # the largest number of gallery images of one ID
+                 threads:int|None=None, # None: numba's thread count (NUMBA_NUM_THREADS, the CPU count by default)
+                )->tuple:     # (ranks (n_query, max_pos), npos (n_query,), has_nan (n_query,))
+    "`_match_rows` over every query, in row blocks on a pool of threads (the kernel releases the GIL)."
+    nq = distmat.shape[0]
+    ranks = np.full((nq, max(max_pos, 1)), -1, np.int64)
+    npos, has_nan = np.zeros(nq, np.int64), np.zeros(nq, np.bool_)
+    args = (distmat, q_pids, q_cams, g_pids, g_cams, order, starts, ends)
+    n = max(1, min(threads or numba.config.NUMBA_NUM_THREADS, nq // 64))   # a thread is worth it from 64 rows
+    if n == 1: _match_rows(*args, 0, nq, ranks, npos, has_nan); return ranks, npos, has_nan
+    cuts = np.linspace(0, nq, 4 * n + 1).astype(np.int64)   # 4 blocks a thread: rows differ in cost
+    with ThreadPoolExecutor(n, thread_name_prefix='slsr-eval') as pool:
+        list(pool.map(lambda b: _match_rows(*args, cuts[b], cuts[b + 1], ranks, npos, has_nan), range(4 * n)))
     return ranks, npos, has_nan
 
 # %% ../../nbs/09_eval.metrics.ipynb #c9c4e2ad
@@ -148,9 +162,8 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
     if distmat.dtype not in (np.float32, np.float64): distmat = distmat.astype(np.float64)
     return np.ascontiguousarray(distmat), *arrs
 
-@keep_torch_threads()
-def _ranks(distmat, q_pids, g_pids, q_camids, g_camids):
-    "0-based ranks of each query's true matches among its valid gallery entries, and the number of matches."
+def _ranks_index(q_pids, g_pids)->tuple:
+    "The gallery sorted by ID and each query's slice of it: (order, starts, ends, max_pos); a junk query (ID -1) gets none."
     order = np.argsort(g_pids, kind='stable')
     sp = g_pids[order]
     starts, ends = np.searchsorted(sp, q_pids, 'left'), np.searchsorted(sp, q_pids, 'right')
@@ -159,7 +172,11 @@ def _ranks(distmat, q_pids, g_pids, q_camids, g_camids):
         warnings.warn(f'{junk_q.sum()} queries have ID -1 (junk); they are excluded from the scores.')
         ends = np.where(junk_q, starts, ends)
     max_pos = int((ends - starts).max()) if len(starts) else 0
-    ranks, npos, has_nan = _match_ranks(distmat, q_pids, q_camids, g_pids, g_camids, order, starts, ends, max_pos)
+    return order, starts, ends, max_pos
+
+def _ranks(distmat, q_pids, g_pids, q_camids, g_camids):
+    "0-based ranks of each query's true matches among its valid gallery entries, and the number of matches."
+    ranks, npos, has_nan = _match_ranks(distmat, q_pids, q_camids, g_pids, g_camids, *_ranks_index(q_pids, g_pids))
     if has_nan.any():
         raise ValueError(f'distmat holds NaN distances in {int(has_nan.sum())} query rows '
                          f'(first: row {int(np.flatnonzero(has_nan)[0])}); fix the features or distances first.')
